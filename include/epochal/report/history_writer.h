@@ -1,0 +1,49 @@
+// History files of a run: history.json, history.csv and batches.csv (see DESIGN.md).
+//
+// history.json = {"config": <config_json, or {} when empty>, "epochs": [...],
+//                 "batches": [...]}; each epoch object has exactly the keys of
+// kEpochColumns in that order (absent optionals and non-finite numbers are null,
+// findings an array of strings); each batch object the keys of kBatchColumns.
+// The CSV files have a header row of the same keys and one row per record; a null is an
+// empty cell, findings are joined with ';', and a cell containing ',', '"' or a line
+// break is quoted as RFC 4180 says.
+// Thread safety: the functions are reentrant; the caller must not mutate the History
+// while they run.
+#pragma once
+
+#include <array>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "epochal/train/history.h"
+
+namespace epochal::report {
+
+inline constexpr std::array<std::string_view, 15> kEpochColumns = {"epoch",
+                                                                   "loss",
+                                                                   "accuracy",
+                                                                   "val_loss",
+                                                                   "val_accuracy",
+                                                                   "probe_train_loss",
+                                                                   "probe_eval_loss",
+                                                                   "gap_timing",
+                                                                   "gap_regularization",
+                                                                   "gap_data",
+                                                                   "aligned_train_loss",
+                                                                   "seconds",
+                                                                   "images_per_second",
+                                                                   "lr",
+                                                                   "findings"};
+inline constexpr std::array<std::string_view, 3> kBatchColumns = {"epoch_progress", "loss", "lr"};
+
+// The documents, for writing and for the control plane's GetHistory.
+std::string HistoryJson(const train::History& history, int indent = 2);
+std::string HistoryCsv(const train::History& history);
+std::string BatchesCsv(const train::History& history);
+
+// Writes history.json, history.csv and batches.csv into `dir` (which must exist), each
+// one atomically (WriteTextFileAtomic). Throws epochal::SystemError naming the file.
+void WriteHistoryFiles(const train::History& history, const std::filesystem::path& dir);
+
+}  // namespace epochal::report

@@ -1,0 +1,66 @@
+// The record of a run: one EpochRecord per epoch, one BatchRecord per logged step, and
+// the rendered config. The coordinator (rank 0) appends to it; report writes it out as
+// history.json / history.csv / batches.csv. Plain values, header-only.
+// Thread safety: none; owned by the coordinator thread.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace epochal::train {
+
+// Everything known about one epoch. Losses are per-sample means (categorical
+// cross-entropy, plus the L2 penalty where training computes it).
+struct EpochRecord {
+  // 1-based; epoch e spans fractional epochs (e-1, e].
+  int epoch = 0;
+  // L_run(e): mean of the per-sample training losses seen during the epoch (Keras `loss`).
+  double loss = 0.0;
+  // Training accuracy over the same samples.
+  double accuracy = 0.0;
+  // V(e): validation loss in inference mode after the epoch.
+  double val_loss = 0.0;
+  double val_accuracy = 0.0;
+  // Wall-clock seconds of the epoch (training only, excluding validation and probes).
+  double seconds = 0.0;
+  // Training throughput over all ranks.
+  double images_per_second = 0.0;
+  // Learning rate of the epoch's last step.
+  double lr = 0.0;
+  // P_train(e): probe subset loss computed as training computes it (dropout on, batch
+  // statistics, L2 penalty), with no update. Absent when probes are off.
+  std::optional<double> probe_train_loss;
+  // P_eval(e): the same probe subset in inference mode.
+  std::optional<double> probe_eval_loss;
+  // P_train - L_run (timing), P_eval - P_train (regularization), V - P_eval (data);
+  // together they sum to val_loss - loss.
+  std::optional<double> gap_timing;
+  std::optional<double> gap_regularization;
+  std::optional<double> gap_data;
+  // Mean per-batch loss over the half epoch on each side of the boundary at the end of
+  // this epoch; known half-way through the next epoch, absent until then (and for the
+  // last epoch).
+  std::optional<double> aligned_train_loss;
+  // Diagnosis findings raised this epoch, e.g. "TIMING: ...".
+  std::vector<std::string> findings;
+};
+
+// One logged training step (global: all ranks combined).
+struct BatchRecord {
+  // Fractional epoch at the end of the step, e.g. 0.5 half-way through epoch 1.
+  double epoch_progress = 0.0;
+  // Mean per-sample loss of the global batch.
+  double loss = 0.0;
+  // Rate the step used.
+  double lr = 0.0;
+};
+
+struct History {
+  // The run's config, already rendered as a JSON object; empty when unknown.
+  std::string config_json;
+  std::vector<EpochRecord> epochs;
+  std::vector<BatchRecord> batches;
+};
+
+}  // namespace epochal::train

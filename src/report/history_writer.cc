@@ -1,0 +1,141 @@
+#include "epochal/report/history_writer.h"
+
+#include <cmath>
+#include <optional>
+
+#include "epochal/report/atomic_file.h"
+#include "epochal/report/json_writer.h"
+
+namespace epochal::report {
+namespace {
+
+bool IsBlank(std::string_view s) {
+  return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
+
+// The numeric epoch fields after `epoch`, in kEpochColumns order (findings excluded).
+std::array<std::optional<double>, 13> EpochValues(const train::EpochRecord& e) {
+  return {e.loss,
+          e.accuracy,
+          e.val_loss,
+          e.val_accuracy,
+          e.probe_train_loss,
+          e.probe_eval_loss,
+          e.gap_timing,
+          e.gap_regularization,
+          e.gap_data,
+          e.aligned_train_loss,
+          e.seconds,
+          e.images_per_second,
+          e.lr};
+}
+
+void AppendCsvCell(std::string_view cell, std::string* out) {
+  if (cell.find_first_of(",\"\r\n") == std::string_view::npos) {
+    out->append(cell);
+    return;
+  }
+  out->push_back('"');
+  for (char c : cell) {
+    if (c == '"') out->push_back('"');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+void AppendCsvNumber(std::optional<double> value, std::string* out) {
+  if (value && std::isfinite(*value)) out->append(FormatJsonNumber(*value));
+}
+
+template <size_t N>
+void AppendCsvHeader(const std::array<std::string_view, N>& columns, std::string* out) {
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0) out->push_back(',');
+    out->append(columns[i]);
+  }
+  out->push_back('\n');
+}
+
+}  // namespace
+
+std::string HistoryJson(const train::History& history, int indent) {
+  JsonWriter json(indent);
+  json.BeginObject();
+  json.Key("config");
+  if (IsBlank(history.config_json)) {
+    json.BeginObject().EndObject();
+  } else {
+    json.Raw(history.config_json);
+  }
+
+  json.Key("epochs").BeginArray();
+  for (const train::EpochRecord& e : history.epochs) {
+    json.BeginObject().Key(kEpochColumns[0]).Int(e.epoch);
+    const auto values = EpochValues(e);
+    for (size_t i = 0; i < values.size(); ++i) json.Key(kEpochColumns[i + 1]).Number(values[i]);
+    json.Key(kEpochColumns[14]).BeginArray();
+    for (const std::string& finding : e.findings) json.String(finding);
+    json.EndArray().EndObject();
+  }
+  json.EndArray();
+
+  json.Key("batches").BeginArray();
+  for (const train::BatchRecord& b : history.batches) {
+    json.BeginObject()
+        .Key(kBatchColumns[0])
+        .Number(b.epoch_progress)
+        .Key(kBatchColumns[1])
+        .Number(b.loss)
+        .Key(kBatchColumns[2])
+        .Number(b.lr)
+        .EndObject();
+  }
+  json.EndArray();
+  json.EndObject();
+  std::string out = json.str();
+  out.push_back('\n');
+  return out;
+}
+
+std::string HistoryCsv(const train::History& history) {
+  std::string out;
+  AppendCsvHeader(kEpochColumns, &out);
+  for (const train::EpochRecord& e : history.epochs) {
+    out.append(std::to_string(e.epoch));
+    for (const std::optional<double>& v : EpochValues(e)) {
+      out.push_back(',');
+      AppendCsvNumber(v, &out);
+    }
+    out.push_back(',');
+    std::string findings;
+    for (size_t i = 0; i < e.findings.size(); ++i) {
+      if (i > 0) findings.push_back(';');
+      findings.append(e.findings[i]);
+    }
+    AppendCsvCell(findings, &out);
+    out.push_back('\n');
+  }
+  return out;
+}
+
+std::string BatchesCsv(const train::History& history) {
+  std::string out;
+  AppendCsvHeader(kBatchColumns, &out);
+  for (const train::BatchRecord& b : history.batches) {
+    AppendCsvNumber(b.epoch_progress, &out);
+    out.push_back(',');
+    AppendCsvNumber(b.loss, &out);
+    out.push_back(',');
+    AppendCsvNumber(b.lr, &out);
+    out.push_back('\n');
+  }
+  return out;
+}
+
+void WriteHistoryFiles(const train::History& history, const std::filesystem::path& dir) {
+  WriteTextFileAtomic(dir / "history.json", HistoryJson(history));
+  WriteTextFileAtomic(dir / "history.csv", HistoryCsv(history));
+  WriteTextFileAtomic(dir / "batches.csv", BatchesCsv(history));
+}
+
+}  // namespace epochal::report
