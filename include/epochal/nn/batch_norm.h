@@ -1,0 +1,37 @@
+// Batch normalization over the channel axis (axis 1) on oneDNN, Keras semantics:
+// training normalizes with the batch statistics and updates the running ones as
+// running = momentum * running + (1 - momentum) * batch; inference uses the running
+// statistics. As in Keras, the running variance takes the Bessel-corrected batch
+// variance for 4-D inputs (TensorFlow's fused kernel) and the biased one for 2-D inputs.
+#pragma once
+
+#include "epochal/nn/layer.h"
+
+namespace epochal::nn {
+
+struct BatchNormOptions {
+  float epsilon = 1e-3f;
+  float momentum = 0.99f;
+};
+
+class BatchNorm final : public Layer {
+ public:
+  BatchNorm(std::string name, BatchNormOptions options);
+  std::string kind() const override { return "batch_norm"; }
+  std::unique_ptr<LayerPlan> MakePlan(DnnlContext& ctx, const dnnl::memory::desc& src_md) override;
+  void InitializeParameters(DnnlContext& ctx, uint64_t seed) override;
+  std::vector<Parameter*> parameters() override { return {&gamma_, &beta_}; }
+  std::vector<StateBuffer*> state() override { return {&running_mean_, &running_variance_}; }
+  const BatchNormOptions& options() const { return options_; }
+
+ private:
+  friend class BatchNormPlan;
+  BatchNormOptions options_;
+  int64_t channels_ = 0;
+  Parameter gamma_;
+  Parameter beta_;
+  StateBuffer running_mean_;
+  StateBuffer running_variance_;
+};
+
+}  // namespace epochal::nn

@@ -1,0 +1,83 @@
+// Small helpers around oneDNN (v2 API, as Debian 12 ships it): the engine/stream pair,
+// reorders that run only when two layouts differ, and logical-to-physical offsets of
+// blocked layouts.
+// Thread safety: a DnnlContext and everything built on it belong to one thread.
+#pragma once
+
+#include <cstdint>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <span>
+#include <vector>
+
+namespace epochal::nn {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+// The CPU engine and the in-order stream every primitive of a model runs on.
+struct DnnlContext {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+
+// A memory descriptor for f32 data of `dims` in a plain layout (nc, nchw, x, oihw...).
+dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims);
+// The same dims with format_tag::any, letting a primitive choose its layout.
+dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims);
+// Number of f32 elements a memory holds, padding included.
+int64_t PhysicalSize(const dnnl::memory::desc& md);
+// Pointer to a CPU memory's floats.
+inline float* Data(const dnnl::memory& m) { return static_cast<float*>(m.get_data_handle()); }
+inline std::span<float> Span(const dnnl::memory& m) {
+  return {Data(m), static_cast<size_t>(PhysicalSize(m.get_desc()))};
+}
+
+// Physical element offset of the logical index `idx` (one entry per dim) in `md`,
+// following oneDNN's blocking description (outer strides plus inner blocks).
+int64_t PhysicalOffset(const dnnl::memory::desc& md, std::span<const int64_t> idx);
+
+// For each physical element of one sample (dims[0] == 1 slice) of `md`, the logical
+// index within the sample in plain row-major order, or -1 for padding. Requires the
+// batch dim to be outermost, so every sample occupies one contiguous physical slice.
+std::vector<int32_t> SampleLogicalIndex(const dnnl::memory::desc& md);
+
+// Converts `from`'s layout to `to`'s when they differ; a no-op pass-through when they
+// agree. Created once per shape; Apply neither allocates nor throws on the hot path.
+class ReorderIfNeeded {
+ public:
+  ReorderIfNeeded() = default;
+  ReorderIfNeeded(const dnnl::memory::desc& from, const dnnl::memory::desc& to,
+                  const dnnl::engine& engine);
+  bool needed() const { return needed_; }
+  // Returns `src` when no reorder is needed, else the reordered copy.
+  const dnnl::memory& Apply(dnnl::stream& stream, const dnnl::memory& src);
+
+ private:
+  bool needed_ = false;
+  dnnl::memory buffer_;
+  dnnl::reorder reorder_;
+};
+
+// A primitive output that must land in `target`, which may use another layout than the
+// primitive writes: memory() is where the primitive writes; Commit copies it over.
+class OutputReorder {
+ public:
+  OutputReorder() = default;
+  OutputReorder(const dnnl::memory::desc& produced, const dnnl::memory& target,
+                const dnnl::engine& engine);
+  const dnnl::memory& memory() const { return needed_ ? buffer_ : target_; }
+  void Commit(dnnl::stream& stream);
+
+ private:
+  bool needed_ = false;
+  dnnl::memory target_;
+  dnnl::memory buffer_;
+  dnnl::reorder reorder_;
+};
+
+// Copies a memory into a plain-layout float vector (tests, checkpoints, exports).
+std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m);
+// Writes plain-layout floats into a memory of any layout (padding becomes zero).
+void FromPlain(DnnlContext& ctx, std::span<const float> plain, const dnnl::memory& m);
+
+}  // namespace epochal::nn

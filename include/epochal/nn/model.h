@@ -1,0 +1,81 @@
+// A sequential model built from a ModelSpec (proto/epochal/v1/config.proto).
+//
+// The model owns its layers (parameters, running statistics) and, per distinct batch
+// size, a plan: the oneDNN primitives and activation buffers for that shape, made on
+// first use and reused on every later step. A ReLU that directly follows a conv or
+// dense layer is fused into it as a post-op. The last layer of the spec must be
+// softmax cross-entropy; it is kept apart from the layer list as the loss.
+// Thread safety: none; one thread drives a model (oneDNN threads inside primitives).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "epochal/nn/layer.h"
+#include "epochal/nn/softmax_cross_entropy.h"
+#include "epochal/v1/config.pb.h"
+
+namespace epochal::nn {
+
+struct BatchResult {
+  double loss_sum = 0.0;  // Sum of per-sample cross-entropy losses.
+  int64_t correct = 0;
+  int64_t count = 0;
+};
+
+class Model {
+ public:
+  // Builds the layers, makes the plan for `batch_size` (which fixes the parameter
+  // layouts) and initializes parameters from `seed`. Throws InputError for a spec
+  // that cannot be built, naming the layer.
+  Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Runs the forward pass and the loss on `labels.size()` samples. `images` holds
+  // [B, C, H, W] floats in plain layout and must stay valid until Backward returns.
+  BatchResult Forward(const StepContext& ctx, const float* images, std::span<const int32_t> labels);
+  // Backward pass of the last Forward: parameter gradients of the loss
+  // grad_scale * sum of per-sample losses (grad_scale = 1/global batch for a mean).
+  void Backward(const StepContext& ctx, float grad_scale);
+  // Waits for every queued primitive.
+  void Synchronize() { dnnl_.stream.wait(); }
+
+  // Outputs of the last Forward, [B, K] and [B].
+  std::span<const float> probabilities() const;
+  std::span<const float> sample_losses() const;
+  std::span<const int32_t> predictions() const;
+
+  std::vector<Parameter*> parameters();
+  std::vector<StateBuffer*> state();
+  const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
+  int64_t NumParameters();
+  // Forward multiply-adds x 2 per sample, and the training total (forward, backward
+  // data except for the first layer, backward weights).
+  double ForwardFlopsPerSample() const;
+  double TrainingFlopsPerSample() const;
+  int64_t num_classes() const { return num_classes_; }
+  const std::vector<int64_t>& input_dims() const { return input_dims_; }  // C, H, W
+  // A Keras-style summary table: layer, output shape, parameters.
+  std::string Summary();
+  DnnlContext& dnnl() { return dnnl_; }
+
+ private:
+  struct Plan;
+  Plan& PlanFor(int64_t batch_size);
+
+  DnnlContext dnnl_;
+  int64_t num_classes_ = 0;
+  std::vector<int64_t> input_dims_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::map<int64_t, std::unique_ptr<Plan>> plans_;
+  Plan* last_plan_ = nullptr;
+  std::span<const int32_t> last_labels_;
+};
+
+}  // namespace epochal::nn

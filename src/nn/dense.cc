@@ -1,0 +1,171 @@
+#include "epochal/nn/dense.h"
+
+#include "epochal/core/error.h"
+
+namespace epochal::nn {
+
+using dnnl::memory;
+
+class DensePlan final : public LayerPlan {
+ public:
+  DensePlan(Dense& layer, DnnlContext& ctx, const memory::desc& src_md) : layer_(layer), ctx_(ctx) {
+    const auto& o = layer.options_;
+    const memory::dims src_dims = src_md.dims();
+    memory::dims w_dims = src_dims;
+    w_dims[0] = o.units;
+    const memory::dims dst_dims = {src_dims[0], o.units};
+    const memory::desc bias_md = PlainDesc({o.units});
+    int64_t in_features = 1;
+    for (size_t i = 1; i < src_dims.size(); ++i) in_features *= src_dims[i];
+
+    dnnl::primitive_attr attr;
+    if (o.fuse_relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+      attr.set_post_ops(ops);
+    }
+    dnnl::inner_product_forward::desc fwd_desc(dnnl::prop_kind::forward_training, src_md,
+                                               AnyDesc(w_dims), bias_md, AnyDesc(dst_dims));
+    fwd_pd_ = dnnl::inner_product_forward::primitive_desc(fwd_desc, attr, ctx.engine);
+    fwd_ = dnnl::inner_product_forward(fwd_pd_);
+    if (!layer.weights_.value) {
+      layer.in_features_ = in_features;
+      layer.weights_.value = memory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.grad = memory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.bias_.value = memory(bias_md, ctx.engine);
+      layer.bias_.grad = memory(bias_md, ctx.engine);
+    }
+    EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
+    src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
+    weights_fwd_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
+    dst_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+
+    if (o.fuse_relu) {
+      const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+      dnnl::eltwise_forward::desc hint_desc(dnnl::prop_kind::forward_training, alg,
+                                            fwd_pd_.dst_desc(), 0.0f, 0.0f);
+      dnnl::eltwise_forward::primitive_desc hint(hint_desc, ctx.engine);
+      dnnl::eltwise_backward::desc relu_desc(alg, fwd_pd_.dst_desc(), fwd_pd_.dst_desc(), 0.0f,
+                                             0.0f);
+      relu_bwd_ = dnnl::eltwise_backward(
+          dnnl::eltwise_backward::primitive_desc(relu_desc, ctx.engine, hint));
+      diff_pre_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+    }
+    dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims),
+                                                      fwd_pd_.dst_desc());
+    bwd_data_pd_ =
+        dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
+    bwd_data_ = dnnl::inner_product_backward_data(bwd_data_pd_);
+    weights_data_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);
+    diff_dst_data_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_data_pd_.diff_dst_desc(), ctx.engine);
+    diff_src_ = memory(src_md, ctx.engine);
+    diff_src_out_ = OutputReorder(bwd_data_pd_.diff_src_desc(), diff_src_, ctx.engine);
+
+    dnnl::inner_product_backward_weights::desc w_desc(AnyDesc(src_dims), AnyDesc(w_dims), bias_md,
+                                                      fwd_pd_.dst_desc());
+    bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(w_desc, ctx.engine, fwd_pd_);
+    bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
+    src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
+    diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
+    diff_weights_out_ =
+        OutputReorder(bwd_w_pd_.diff_weights_desc(), layer.weights_.grad, ctx.engine);
+  }
+
+  const memory& dst() const override { return dst_; }
+  const memory& diff_src() const override { return diff_src_; }
+
+  void Forward(const StepContext&, const memory& src) override {
+    auto& s = ctx_.stream;
+    saved_src_ = src_fwd_.Apply(s, src);
+    const memory& w = weights_fwd_.Apply(s, layer_.weights_.value);
+    if (fwd_args_.empty()) {
+      fwd_args_ = {{DNNL_ARG_SRC, saved_src_},
+                   {DNNL_ARG_WEIGHTS, w},
+                   {DNNL_ARG_BIAS, layer_.bias_.value},
+                   {DNNL_ARG_DST, dst_}};
+    }
+    fwd_args_[DNNL_ARG_SRC] = saved_src_;
+    fwd_args_[DNNL_ARG_WEIGHTS] = w;
+    fwd_.execute(s, fwd_args_);
+  }
+
+  void Backward(const StepContext&, const memory&, const memory& diff_dst,
+                bool need_diff_src) override {
+    auto& s = ctx_.stream;
+    const memory* diff = &diff_dst;
+    if (layer_.options_.fuse_relu) {
+      if (relu_args_.empty()) relu_args_ = {{DNNL_ARG_DST, dst_}, {DNNL_ARG_DIFF_SRC, diff_pre_}};
+      relu_args_[DNNL_ARG_DIFF_DST] = diff_dst;
+      relu_bwd_.execute(s, relu_args_);
+      diff = &diff_pre_;
+    }
+    const memory& diff_w_in = diff_dst_w_.Apply(s, *diff);
+    const memory& src_w = src_w_.Apply(s, saved_src_);
+    if (wargs_.empty()) {
+      wargs_ = {{DNNL_ARG_DIFF_WEIGHTS, diff_weights_out_.memory()},
+                {DNNL_ARG_DIFF_BIAS, layer_.bias_.grad}};
+    }
+    wargs_[DNNL_ARG_SRC] = src_w;
+    wargs_[DNNL_ARG_DIFF_DST] = diff_w_in;
+    bwd_w_.execute(s, wargs_);
+    diff_weights_out_.Commit(s);
+    if (need_diff_src) {
+      const memory& diff_d_in = diff_dst_data_.Apply(s, *diff);
+      const memory& w = weights_data_.Apply(s, layer_.weights_.value);
+      if (dargs_.empty()) dargs_ = {{DNNL_ARG_DIFF_SRC, diff_src_out_.memory()}};
+      dargs_[DNNL_ARG_DIFF_DST] = diff_d_in;
+      dargs_[DNNL_ARG_WEIGHTS] = w;
+      bwd_data_.execute(s, dargs_);
+      diff_src_out_.Commit(s);
+    }
+  }
+
+ private:
+  Dense& layer_;
+  DnnlContext& ctx_;
+  dnnl::inner_product_forward::primitive_desc fwd_pd_;
+  dnnl::inner_product_forward fwd_;
+  ReorderIfNeeded src_fwd_, weights_fwd_;
+  memory dst_, saved_src_;
+  dnnl::eltwise_backward relu_bwd_;
+  memory diff_pre_;
+  dnnl::inner_product_backward_data::primitive_desc bwd_data_pd_;
+  dnnl::inner_product_backward_data bwd_data_;
+  ReorderIfNeeded weights_data_, diff_dst_data_;
+  memory diff_src_;
+  OutputReorder diff_src_out_;
+  dnnl::inner_product_backward_weights::primitive_desc bwd_w_pd_;
+  dnnl::inner_product_backward_weights bwd_w_;
+  ReorderIfNeeded src_w_, diff_dst_w_;
+  OutputReorder diff_weights_out_;
+  // Execution arguments, built on first use; later assignments reuse the map's nodes.
+  std::unordered_map<int, memory> fwd_args_, relu_args_, wargs_, dargs_;
+};
+
+Dense::Dense(std::string name, DenseOptions options) : Layer(std::move(name)), options_(options) {
+  EPOCHAL_CHECK(options_.units > 0);
+  weights_.name = this->name() + "/kernel";
+  weights_.apply_weight_decay = true;
+  bias_.name = this->name() + "/bias";
+}
+
+std::unique_ptr<LayerPlan> Dense::MakePlan(DnnlContext& ctx, const memory::desc& src_md) {
+  return std::make_unique<DensePlan>(*this, ctx, src_md);
+}
+
+void Dense::InitializeParameters(DnnlContext& ctx, uint64_t seed) {
+  FromPlain(
+      ctx, GlorotUniform(seed, name(), options_.units * in_features_, in_features_, options_.units),
+      weights_.value);
+  std::fill_n(Data(bias_.value), options_.units, 0.0f);
+}
+
+double Dense::ForwardFlopsPerSample(const memory::dims& src_dims) const {
+  double k = 1;
+  for (size_t i = 1; i < src_dims.size(); ++i) k *= static_cast<double>(src_dims[i]);
+  return 2.0 * k * static_cast<double>(options_.units);
+}
+
+}  // namespace epochal::nn

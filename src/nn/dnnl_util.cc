@@ -1,0 +1,113 @@
+#include "epochal/nn/dnnl_util.h"
+
+#include <algorithm>
+
+#include "epochal/core/error.h"
+
+namespace epochal::nn {
+
+dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims) {
+  static constexpr tag kTags[] = {tag::undef, tag::a, tag::ab, tag::abc, tag::abcd, tag::abcde};
+  EPOCHAL_CHECK(!dims.empty() && dims.size() <= 5, "unsupported rank ", dims.size());
+  return dnnl::memory::desc(dims, dt::f32, kTags[dims.size()]);
+}
+
+dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims) {
+  return dnnl::memory::desc(dims, dt::f32, tag::any);
+}
+
+int64_t PhysicalSize(const dnnl::memory::desc& md) {
+  return static_cast<int64_t>(md.get_size() / sizeof(float));
+}
+
+int64_t PhysicalOffset(const dnnl::memory::desc& md, std::span<const int64_t> idx) {
+  const dnnl_memory_desc_t& d = md.data;
+  EPOCHAL_CHECK(d.format_kind == dnnl_blocked, "layout is not blocked");
+  EPOCHAL_CHECK(static_cast<int>(idx.size()) == d.ndims);
+  const dnnl_blocking_desc_t& blk = d.format_desc.blocking;
+  int64_t pos[DNNL_MAX_NDIMS];
+  for (int i = 0; i < d.ndims; ++i) pos[i] = idx[static_cast<size_t>(i)] + d.padded_offsets[i];
+  int64_t inner = 0;
+  int64_t inner_stride = 1;
+  for (int k = blk.inner_nblks - 1; k >= 0; --k) {
+    const int dim = static_cast<int>(blk.inner_idxs[k]);
+    const int64_t block = blk.inner_blks[k];
+    inner += (pos[dim] % block) * inner_stride;
+    inner_stride *= block;
+    pos[dim] /= block;
+  }
+  int64_t offset = d.offset0 + inner;
+  for (int i = 0; i < d.ndims; ++i) offset += pos[i] * blk.strides[i];
+  return offset;
+}
+
+std::vector<int32_t> SampleLogicalIndex(const dnnl::memory::desc& md) {
+  const dnnl::memory::dims dims = md.dims();
+  const int64_t batch = dims[0];
+  const int64_t per_sample_physical = PhysicalSize(md) / batch;
+  int64_t logical_count = 1;
+  for (size_t i = 1; i < dims.size(); ++i) logical_count *= dims[i];
+  std::vector<int32_t> map(static_cast<size_t>(per_sample_physical), -1);
+  std::vector<int64_t> idx(dims.size(), 0);
+  for (int64_t l = 0; l < logical_count; ++l) {
+    int64_t rest = l;
+    for (size_t i = dims.size() - 1; i >= 1; --i) {
+      idx[i] = rest % dims[i];
+      rest /= dims[i];
+    }
+    const int64_t p = PhysicalOffset(md, idx);
+    EPOCHAL_CHECK(p >= 0 && p < per_sample_physical, "batch dim is not outermost in this layout");
+    map[static_cast<size_t>(p)] = static_cast<int32_t>(l);
+  }
+  return map;
+}
+
+ReorderIfNeeded::ReorderIfNeeded(const dnnl::memory::desc& from, const dnnl::memory::desc& to,
+                                 const dnnl::engine& engine)
+    : needed_(from != to) {
+  if (needed_) {
+    buffer_ = dnnl::memory(to, engine);
+    reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine, from, engine, to));
+  }
+}
+
+const dnnl::memory& ReorderIfNeeded::Apply(dnnl::stream& stream, const dnnl::memory& src) {
+  if (!needed_) return src;
+  reorder_.execute(stream, const_cast<dnnl::memory&>(src), buffer_);
+  return buffer_;
+}
+
+OutputReorder::OutputReorder(const dnnl::memory::desc& produced, const dnnl::memory& target,
+                             const dnnl::engine& engine)
+    : needed_(produced != target.get_desc()), target_(target) {
+  if (needed_) {
+    buffer_ = dnnl::memory(produced, engine);
+    reorder_ =
+        dnnl::reorder(dnnl::reorder::primitive_desc(engine, produced, engine, target.get_desc()));
+  }
+}
+
+void OutputReorder::Commit(dnnl::stream& stream) {
+  if (needed_) reorder_.execute(stream, buffer_, target_);
+}
+
+std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m) {
+  const auto plain_md = PlainDesc(m.get_desc().dims());
+  std::vector<float> out(static_cast<size_t>(PhysicalSize(plain_md)));
+  dnnl::memory plain(plain_md, ctx.engine, out.data());
+  dnnl::reorder(m, plain).execute(ctx.stream, const_cast<dnnl::memory&>(m), plain);
+  ctx.stream.wait();
+  return out;
+}
+
+void FromPlain(DnnlContext& ctx, std::span<const float> plain, const dnnl::memory& m) {
+  const auto plain_md = PlainDesc(m.get_desc().dims());
+  EPOCHAL_CHECK(static_cast<int64_t>(plain.size()) == PhysicalSize(plain_md), "expected ",
+                PhysicalSize(plain_md), " values, got ", plain.size());
+  std::fill(Data(m), Data(m) + PhysicalSize(m.get_desc()), 0.0f);
+  dnnl::memory src(plain_md, ctx.engine, const_cast<float*>(plain.data()));
+  dnnl::reorder(src, m).execute(ctx.stream, src, const_cast<dnnl::memory&>(m));
+  ctx.stream.wait();
+}
+
+}  // namespace epochal::nn

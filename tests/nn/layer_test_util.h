@@ -1,0 +1,67 @@
+// Helpers for testing oneDNN layer plans against the reference kernels.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "epochal/core/rng.h"
+#include "epochal/nn/dnnl_util.h"
+#include "epochal/nn/layer.h"
+#include "epochal/nn/reference.h"
+
+namespace epochal::nn::testing {
+
+inline ref::Array RandomArray(std::vector<int64_t> shape, uint64_t stream, double lo = -1.0,
+                              double hi = 1.0) {
+  ref::Array a(std::move(shape));
+  CounterRng rng(1234, stream);
+  for (auto& v : a.data) v = lo + (hi - lo) * rng.NextUniform();
+  return a;
+}
+
+inline std::vector<float> ToFloat(const ref::Array& a) {
+  return std::vector<float>(a.data.begin(), a.data.end());
+}
+
+inline ref::Array FromFloat(const std::vector<float>& v, std::vector<int64_t> shape) {
+  ref::Array a(std::move(shape));
+  std::copy(v.begin(), v.end(), a.data.begin());
+  return a;
+}
+
+// max |actual - expected| / max |expected|.
+inline double RelativeError(const std::vector<float>& actual, const ref::Array& expected) {
+  EXPECT_EQ(actual.size(), expected.data.size());
+  double diff = 0, scale = 1e-12;
+  for (size_t i = 0; i < actual.size() && i < expected.data.size(); ++i) {
+    diff = std::max(diff, std::abs(actual[i] - expected.data[i]));
+    scale = std::max(scale, std::abs(expected.data[i]));
+  }
+  return diff / scale;
+}
+
+// Runs a layer's plan on plain inputs: memory helpers around a DnnlContext.
+struct PlanHarness {
+  DnnlContext ctx;
+  dnnl::memory Plain(const ref::Array& a) {
+    dnnl::memory m(PlainDesc(a.shape), ctx.engine);
+    FromPlain(ctx, ToFloat(a), m);
+    return m;
+  }
+  dnnl::memory Like(const dnnl::memory::desc& md, const ref::Array& a) {
+    dnnl::memory m(md, ctx.engine);
+    FromPlain(ctx, ToFloat(a), m);
+    return m;
+  }
+  ref::Array Read(const dnnl::memory& m) {
+    ctx.stream.wait();
+    return FromFloat(ToPlain(ctx, m), m.get_desc().dims());
+  }
+};
+
+constexpr double kTolerance = 1e-4;
+
+}  // namespace epochal::nn::testing
