@@ -1,0 +1,45 @@
+// Prints training progress the way Keras does: a progress bar per epoch (redrawn in
+// place on a terminal, one line per 10% elsewhere) and a one-line summary per epoch.
+#pragma once
+
+#include <memory>
+#include <ostream>
+
+#include "epochal/report/progress_bar.h"
+#include "epochal/train/observer.h"
+
+namespace epochal::report {
+
+class ConsoleReporter final : public train::TrainingObserver {
+ public:
+  ConsoleReporter(std::ostream& out, bool interactive) : out_(out), interactive_(interactive) {}
+  void OnEpochStart(int epoch, int total_epochs, int64_t samples) override;
+  void OnStep(const train::StepEvent& event) override;
+  void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult& validation,
+                  const train::History& history) override;
+
+ private:
+  std::ostream& out_;
+  bool interactive_;
+  int total_epochs_ = 0;
+  std::unique_ptr<ProgressBar> bar_;
+  train::StepEvent last_;
+};
+
+// Writes a run's files into `dir` as training goes: history.json, history.csv and
+// batches.csv after every epoch (so a crash loses at most the current epoch), and
+// report.txt (the classification report on the validation set) at the end.
+class RunFilesWriter final : public train::TrainingObserver {
+ public:
+  RunFilesWriter(std::string dir, std::vector<std::string> class_names)
+      : dir_(std::move(dir)), class_names_(std::move(class_names)) {}
+  void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult& validation,
+                  const train::History& history) override;
+  void OnTrainingEnd(const train::History& history, const train::EvalResult& validation) override;
+
+ private:
+  std::string dir_;
+  std::vector<std::string> class_names_;
+};
+
+}  // namespace epochal::report

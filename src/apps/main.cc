@@ -1,0 +1,202 @@
+// The epochal command-line tool: `epochal train`, `epochal evaluate`.
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "epochal/core/error.h"
+#include "epochal/core/logging.h"
+#include "epochal/data/idx.h"
+#include "epochal/report/atomic_file.h"
+#include "epochal/report/classification_report.h"
+#include "epochal/report/console_reporter.h"
+#include "epochal/report/progress_bar.h"
+#include "epochal/train/config.h"
+#include "epochal/train/trainer.h"
+#include "epochal/train/weights_io.h"
+#include "flags.h"
+#include "google/protobuf/text_format.h"
+
+namespace epochal::apps {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kUsage[] = R"(usage: epochal <command> [flags]
+
+epochal trains convolutional networks with oneDNN and explains, every epoch, why the
+validation loss sits where it does against the training loss.
+
+commands:
+  train      train a model described by a config file (configs/*.textproto)
+  evaluate   evaluate saved weights on the validation split
+
+Run 'epochal <command> --help' for the flags of a command.
+)";
+
+void AddDataFlags(Flags& f) {
+  f.Value("config", "FILE", "experiment config in Protobuf text format (required)");
+  f.Value("data-dir", "DIR", "directory holding the four IDX files",
+          "config's data.data_dir, else /usr/share/datasets/fashion-mnist");
+  f.Value("limit-val", "N", "use only the first N validation samples", "all");
+  f.Value("threads", "T", "oneDNN/OpenMP threads", "all cores");
+}
+
+// Loads the config and applies the flags that override it.
+v1::ExperimentConfig LoadConfig(const Flags& f) {
+  const auto path = f.Get("config");
+  if (!path) throw InputError(std::string("--config FILE is required (see --help)"));
+  v1::ExperimentConfig config = train::LoadExperimentConfig(*path);
+  auto* d = config.mutable_data();
+  auto* t = config.mutable_training();
+  if (auto v = f.Get("data-dir")) d->set_data_dir(*v);
+  if (auto v = f.GetInt("limit-train", 0)) d->set_limit_train(*v);
+  if (auto v = f.GetInt("limit-val", 0)) d->set_limit_val(*v);
+  if (auto v = f.GetInt("epochs", 1)) t->set_epochs(static_cast<int32_t>(*v));
+  if (auto v = f.GetInt("batch-size", 1)) t->set_batch_size(static_cast<int32_t>(*v));
+  if (auto v = f.GetInt("seed", 0)) t->set_seed(static_cast<uint64_t>(*v));
+  if (auto v = f.GetDouble("lr")) {
+    if (*v <= 0) throw InputError("--lr must be positive, got " + *f.Get("lr"));
+    config.mutable_optimizer()->set_learning_rate(static_cast<float>(*v));
+  }
+  if (auto v = f.GetInt("threads", 1)) omp_set_num_threads(static_cast<int>(*v));
+  return config;
+}
+
+std::string DataPath(const v1::DataConfig& d, const std::string& file) {
+  return (fs::path(d.data_dir()) / file).string();
+}
+
+data::Dataset LoadSplit(const v1::ExperimentConfig& config, bool train) {
+  const auto& d = config.data();
+  data::Dataset ds =
+      data::LoadIdxDataset(DataPath(d, train ? d.train_images() : d.val_images()),
+                           DataPath(d, train ? d.train_labels() : d.val_labels()),
+                           config.model().num_classes(), train ? d.limit_train() : d.limit_val());
+  ds.name = train ? "train" : "validation";
+  return ds;
+}
+
+std::string DefaultRunDir() {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return std::string("runs/") + stamp;
+}
+
+// Saves weights.pb after every epoch, so an interrupted run keeps its last epoch.
+class WeightsSaver final : public train::TrainingObserver {
+ public:
+  WeightsSaver(train::Trainer& trainer, std::string name, std::string path)
+      : trainer_(trainer), name_(std::move(name)), path_(std::move(path)) {}
+  void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult&,
+                  const train::History&) override {
+    train::SaveWeights(trainer_.model(), name_, record.epoch, path_);
+  }
+
+ private:
+  train::Trainer& trainer_;
+  std::string name_, path_;
+};
+
+int Train(int argc, char** argv) {
+  Flags f("epochal train",
+          "Trains the model of --config on its data, validating after every epoch. Writes\n"
+          "history.json, history.csv, batches.csv, weights.pb and report.txt to --out.");
+  AddDataFlags(f);
+  f.Value("epochs", "N", "number of epochs", "config's training.epochs");
+  f.Value("batch-size", "N", "samples per step", "config's training.batch_size");
+  f.Value("lr", "X", "initial learning rate", "config's optimizer.learning_rate");
+  f.Value("seed", "S", "seed for initialization, shuffling and dropout", "config's seed");
+  f.Value("out", "DIR", "output directory", "runs/<timestamp>");
+  f.Value("limit-train", "N", "use only the first N training samples", "all");
+  if (!f.Parse(argc, argv, 2)) return 0;
+  const v1::ExperimentConfig config = LoadConfig(f);
+
+  const std::string out = f.Get("out").value_or(DefaultRunDir());
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw InputError("cannot create output directory " + out + ": " + ec.message());
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(config, &text);
+  report::WriteTextFileAtomic(fs::path(out) / "config.textproto", text);
+
+  const data::Dataset train_set = LoadSplit(config, true);
+  const data::Dataset val_set = LoadSplit(config, false);
+  std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
+            << val_set.size() << " validation samples from " << config.data().data_dir() << ", "
+            << omp_get_max_threads() << " threads, output in " << out << "\n";
+
+  train::Trainer trainer(config, train_set, val_set);
+  std::cout << trainer.model().Summary();
+  std::cout.flush();
+  std::vector<std::string> class_names(config.model().class_names().begin(),
+                                       config.model().class_names().end());
+  report::ConsoleReporter console(std::cout, report::IsTerminal(stdout));
+  report::RunFilesWriter files(out, class_names);
+  WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
+  trainer.AddObserver(&console);
+  trainer.AddObserver(&saver);
+  trainer.AddObserver(&files);
+  trainer.Run();
+  const train::EvalResult final_val = trainer.Evaluate(val_set);
+  std::cout << "\nClassification report (validation):\n"
+            << report::ClassificationReport(final_val.confusion, class_names)
+            << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
+            << "weights.pb}\n";
+  return 0;
+}
+
+int Evaluate(int argc, char** argv) {
+  Flags f("epochal evaluate",
+          "Evaluates saved weights on the validation split of --config and prints the loss,\n"
+          "the accuracy and a per-class report.");
+  AddDataFlags(f);
+  f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
+  f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
+  if (!f.Parse(argc, argv, 2)) return 0;
+  const v1::ExperimentConfig config = LoadConfig(f);
+  const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
+  if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
+  const data::Dataset val_set = LoadSplit(config, false);
+  train::Trainer trainer(config, val_set, val_set);
+  train::LoadWeights(trainer.model(), *weights);
+  const train::EvalResult r = trainer.Evaluate(val_set);
+  std::vector<std::string> class_names(config.model().class_names().begin(),
+                                       config.model().class_names().end());
+  char line[160];
+  std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
+                r.accuracy, static_cast<long long>(r.count));
+  std::cout << line << report::ClassificationReport(r.confusion, class_names);
+  return 0;
+}
+
+}  // namespace
+}  // namespace epochal::apps
+
+int main(int argc, char** argv) {
+  using namespace epochal;
+  const std::string command = argc > 1 ? argv[1] : "";
+  try {
+    if (command == "train") return apps::Train(argc, argv);
+    if (command == "evaluate") return apps::Evaluate(argc, argv);
+    if (command == "--help" || command == "-h" || command == "help") {
+      std::cout << apps::kUsage;
+      return 0;
+    }
+    std::cerr << (command.empty() ? "epochal: no command given\n"
+                                  : "epochal: unknown command '" + command + "'\n")
+              << apps::kUsage;
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "epochal " << command << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "epochal " << command << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,111 @@
+#include "epochal/train/weights_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "epochal/core/error.h"
+#include "epochal/core/tensor.h"
+#include "epochal/v1/weights.pb.h"
+
+namespace epochal::train {
+namespace {
+
+std::string Errno() { return std::strerror(errno); }
+
+void WriteFileAtomic(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw SystemError("cannot write " + path + ": " + Errno());
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const std::string why = Errno();
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw SystemError("cannot write " + path + ": " + why);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const std::string why = Errno();
+    ::unlink(tmp.c_str());
+    throw SystemError("cannot write " + path + ": " + why);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = Errno();
+    ::unlink(tmp.c_str());
+    throw SystemError("cannot write " + path + ": " + why);
+  }
+}
+
+}  // namespace
+
+void SaveWeights(nn::Model& model, const std::string& config_name, int epochs_completed,
+                 const std::string& path) {
+  v1::ModelWeights w;
+  w.set_config_name(config_name);
+  w.set_epochs_completed(epochs_completed);
+  for (nn::Parameter* p : model.parameters()) {
+    v1::NamedTensor* t = w.add_tensors();
+    t->set_name(p->name);
+    for (int64_t d : p->value.get_desc().dims()) t->add_dims(d);
+    const std::vector<float> plain = nn::ToPlain(model.dnnl(), p->value);
+    t->mutable_values()->Add(plain.begin(), plain.end());
+  }
+  for (nn::StateBuffer* s : model.state()) {
+    v1::NamedTensor* t = w.add_tensors();
+    t->set_name(s->name);
+    t->add_dims(static_cast<int64_t>(s->value.size()));
+    t->mutable_values()->Add(s->value.begin(), s->value.end());
+  }
+  WriteFileAtomic(path, w.SerializeAsString());
+}
+
+void LoadWeights(nn::Model& model, const std::string& path) {
+  if (std::filesystem::is_directory(path)) {
+    throw InputError(path + ": is a directory, not a weights file");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("cannot read weights file " + path + ": " + Errno());
+  v1::ModelWeights w;
+  if (!w.ParseFromIstream(&in)) {
+    throw InputError(path + ": not a weights file (protobuf epochal.v1.ModelWeights expected)");
+  }
+  std::map<std::string, const v1::NamedTensor*> by_name;
+  for (const auto& t : w.tensors()) by_name[t.name()] = &t;
+  auto find = [&](const std::string& name, const std::vector<int64_t>& dims) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw InputError(path + ": tensor " + name + " is missing");
+    const v1::NamedTensor& t = *it->second;
+    if (std::vector<int64_t>(t.dims().begin(), t.dims().end()) != dims) {
+      throw InputError(path + ": tensor " + name + " has dims " +
+                       Shape(std::vector<int64_t>(t.dims().begin(), t.dims().end())).ToString() +
+                       ", the model needs " + Shape(dims).ToString());
+    }
+    if (t.values_size() != Shape(dims).NumElements()) {
+      throw InputError(path + ": tensor " + name + " holds " + std::to_string(t.values_size()) +
+                       " values, its dims need " + std::to_string(Shape(dims).NumElements()));
+    }
+    return &t;
+  };
+  for (nn::Parameter* p : model.parameters()) {
+    const auto dims = p->value.get_desc().dims();
+    const v1::NamedTensor* t = find(p->name, dims);
+    nn::FromPlain(model.dnnl(), {t->values().data(), static_cast<size_t>(t->values_size())},
+                  p->value);
+  }
+  for (nn::StateBuffer* s : model.state()) {
+    const v1::NamedTensor* t = find(s->name, {static_cast<int64_t>(s->value.size())});
+    std::copy(t->values().begin(), t->values().end(), s->value.begin());
+  }
+}
+
+}  // namespace epochal::train
