@@ -1,0 +1,505 @@
+// Validation walks the config and, in step, the ParseInfoTree the text parser filled, so
+// that every error can point at the text that caused it. A field the text never set has
+// no location of its own; such errors point at the enclosing message, the nearest place
+// where the user can add the field.
+#include "epochal/train/config.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "epochal/core/error.h"
+
+namespace epochal::train {
+namespace {
+
+using detail::StrCat;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::TextFormat;
+using ParseInfoTree = TextFormat::ParseInfoTree;
+
+constexpr int32_t kDefaultEpochs = 25;
+constexpr int32_t kDefaultBatchSize = 32;
+constexpr float kDefaultLearningRate = 0.01f;
+constexpr char kDefaultDataDir[] = "/usr/share/datasets/fashion-mnist";
+constexpr char kDefaultTrainImages[] = "train-images-idx3-ubyte.gz";
+constexpr char kDefaultTrainLabels[] = "train-labels-idx1-ubyte.gz";
+constexpr char kDefaultValImages[] = "t10k-images-idx3-ubyte.gz";
+constexpr char kDefaultValLabels[] = "t10k-labels-idx1-ubyte.gz";
+constexpr float kDefaultBatchNormEpsilon = 1e-3f;
+constexpr float kDefaultBatchNormMomentum = 0.99f;
+// Above this many classes, default names would cost more memory than they are worth.
+constexpr int32_t kMaxDefaultClassNames = 100000;
+// Errors beyond this many are counted, not listed.
+constexpr size_t kMaxListedErrors = 20;
+
+// The descriptor of field `number` of message type M; numbers come from the generated
+// k...FieldNumber constants, so a misspelt field fails to compile.
+template <typename M>
+const FieldDescriptor* Field(int number) {
+  const FieldDescriptor* field = M::descriptor()->FindFieldByNumber(number);
+  EPOCHAL_CHECK(field != nullptr, M::descriptor()->full_name(), " field ", number);
+  return field;
+}
+
+// The oneof member name of the layer's kind ("conv", "max_pool", ...); empty if unset.
+std::string KindName(const v1::LayerSpec& layer) {
+  if (layer.kind_case() == v1::LayerSpec::KIND_NOT_SET) return "";
+  return v1::LayerSpec::descriptor()->FindFieldByNumber(layer.kind_case())->name();
+}
+
+// A 0-based text position as protobuf reports it; line -1 when unknown.
+struct Location {
+  int line = -1;
+  int column = -1;
+};
+
+// "SOURCE:LINE:COLUMN: " (1-based), or "SOURCE: " when the location is unknown.
+std::string Prefix(const std::string& source, const Location& at) {
+  std::string prefix = source;
+  if (at.line >= 0) prefix += StrCat(":", at.line + 1, ":", at.column + 1);
+  if (!prefix.empty()) prefix += ": ";
+  return prefix;
+}
+
+// Collects the text parser's errors (syntax, unknown fields, out-of-range values).
+class ParseErrorCollector final : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit ParseErrorCollector(const std::string& source) : source_(source) {}
+
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    std::string text = Prefix(source_, {line, line >= 0 ? column : -1}) + message;
+    // The tokenizer names the unexpected token, which at the end of the text is empty.
+    if (text.ends_with("got: ")) text += "end of input";
+    errors_.push_back(std::move(text));
+  }
+
+  // All errors, one per line.
+  std::string Text() const {
+    std::string text;
+    for (const std::string& error : errors_) {
+      if (!text.empty()) text += "\n";
+      text += error;
+    }
+    return text;
+  }
+
+ private:
+  const std::string& source_;
+  std::vector<std::string> errors_;
+};
+
+// One message of the config under validation, with where the text put it.
+struct Node {
+  const Message* message = nullptr;
+  // Locations of the message's own fields; null without locations or when the text did
+  // not set this message.
+  const ParseInfoTree* tree = nullptr;
+  // Where the message starts in the text (its field name); the enclosing message's
+  // location when the text did not set it.
+  Location at;
+  // Field path from the top level, e.g. "model.layers[3].conv"; empty at the top level.
+  std::string path;
+};
+
+// Walks a config, collecting every violated constraint with its location.
+class Validator {
+ public:
+  Validator(const std::string& source, const ParseInfoTree* locations)
+      : source_(source), locations_(locations) {}
+
+  Node Root(const v1::ExperimentConfig& config) const {
+    Node root;
+    root.message = &config;
+    root.tree = locations_;
+    if (locations_ != nullptr) root.at = {0, 0};
+    return root;
+  }
+
+  // The message held in `field` of `parent` (element `index` when repeated).
+  Node Child(const Node& parent, const FieldDescriptor* field, const Message& child,
+             int index = -1) const {
+    Node node;
+    node.message = &child;
+    node.at = FieldLocation(parent, field, index);
+    node.path = FieldPath(parent, field, index);
+    if (parent.tree != nullptr) node.tree = parent.tree->GetTreeForNested(field, index);
+    return node;
+  }
+
+  // Where the text set `field` of `parent`, or the parent's location if it did not.
+  static Location FieldLocation(const Node& parent, const FieldDescriptor* field, int index) {
+    if (parent.tree == nullptr) return parent.at;
+    TextFormat::ParseLocation found;
+    if (!field->is_repeated()) {
+      found = parent.tree->GetLocation(field, -1);
+    } else {
+      const int size = parent.message->GetReflection()->FieldSize(*parent.message, field);
+      if (index < 0 || index >= size) return parent.at;
+      // The parser records one location per occurrence of the field name, so the list
+      // syntax `f: [a, b]` gives one location for several values. Use per-value
+      // locations only when there is exactly one per value; else point at the first.
+      const bool one_per_value = parent.tree->GetLocation(field, size - 1).line >= 0 &&
+                                 parent.tree->GetLocation(field, size).line < 0;
+      found = parent.tree->GetLocation(field, one_per_value ? index : 0);
+    }
+    if (found.line < 0) return parent.at;
+    return {found.line, found.column};
+  }
+
+  static std::string FieldPath(const Node& parent, const FieldDescriptor* field, int index) {
+    std::string path = parent.path.empty() ? field->name() : parent.path + "." + field->name();
+    if (index >= 0) path += StrCat("[", index, "]");
+    return path;
+  }
+
+  // Reports a problem with `field` of `parent`.
+  void Fail(const Node& parent, const FieldDescriptor* field, const std::string& what,
+            int index = -1) {
+    Fail(FieldLocation(parent, field, index), FieldPath(parent, field, index), what);
+  }
+
+  // Reports a problem with the message `node` as a whole.
+  void Fail(const Node& node, const std::string& what) { Fail(node.at, node.path, what); }
+
+  // Fails unless `ok`; `what` describes the rule, the value is appended.
+  template <typename T>
+  void Require(bool ok, const Node& parent, const FieldDescriptor* field, const char* what,
+               T value) {
+    if (!ok) Fail(parent, field, StrCat(what, " (got ", value, ")"));
+  }
+
+  void Positive(const Node& parent, const FieldDescriptor* field, int64_t value) {
+    Require(value > 0, parent, field, "must be > 0", value);
+  }
+  void NonNegative(const Node& parent, const FieldDescriptor* field, int64_t value) {
+    Require(value >= 0, parent, field, "must be >= 0", value);
+  }
+  void NonNegativeFinite(const Node& parent, const FieldDescriptor* field, float value) {
+    Require(value >= 0 && std::isfinite(value), parent, field, "must be finite and >= 0", value);
+  }
+  // [0, 1); written so that NaN fails.
+  void UnitInterval(const Node& parent, const FieldDescriptor* field, float value) {
+    Require(value >= 0 && value < 1, parent, field, "must be in [0, 1)", value);
+  }
+
+  // Reports a problem at `at` with the value at `path`.
+  void Fail(const Location& at, const std::string& path, const std::string& what) {
+    errors_.push_back(Prefix(source_, at) + (path.empty() ? "" : path + ": ") + what);
+  }
+
+  void ThrowIfFailed() const {
+    if (errors_.empty()) return;
+    std::string text;
+    for (size_t i = 0; i < errors_.size() && i < kMaxListedErrors; ++i) {
+      if (i > 0) text += "\n";
+      text += errors_[i];
+    }
+    if (errors_.size() > kMaxListedErrors) {
+      text += StrCat("\n(", errors_.size() - kMaxListedErrors, " more errors not shown)");
+    }
+    throw InputError(text);
+  }
+
+ private:
+  const std::string& source_;
+  const ParseInfoTree* locations_;
+  std::vector<std::string> errors_;
+};
+
+void ValidateLayer(Validator& v, const Node& layer_node, const v1::LayerSpec& layer) {
+  if (layer.kind_case() == v1::LayerSpec::KIND_NOT_SET) {
+    v.Fail(layer_node,
+           "no layer kind set (expected one of conv, batch_norm, relu, max_pool, dropout, dense, "
+           "flatten, softmax_cross_entropy)");
+    return;
+  }
+  const FieldDescriptor* kind_field =
+      v1::LayerSpec::descriptor()->FindFieldByNumber(static_cast<int>(layer.kind_case()));
+  switch (layer.kind_case()) {
+    case v1::LayerSpec::kConv: {
+      using C = v1::Conv2D;
+      const C& conv = layer.conv();
+      const Node n = v.Child(layer_node, kind_field, conv);
+      v.Positive(n, Field<C>(C::kFiltersFieldNumber), conv.filters());
+      v.Positive(n, Field<C>(C::kKernelFieldNumber), conv.kernel());
+      v.NonNegative(n, Field<C>(C::kStrideFieldNumber), conv.stride());
+      v.NonNegative(n, Field<C>(C::kPadFieldNumber), conv.pad());
+      if (!conv.padding().empty() && conv.padding() != "same" && conv.padding() != "valid") {
+        v.Fail(n, Field<C>(C::kPaddingFieldNumber),
+               StrCat("must be \"same\" or \"valid\" (got \"", conv.padding(), "\")"));
+      }
+      break;
+    }
+    case v1::LayerSpec::kBatchNorm: {
+      using B = v1::BatchNorm;
+      const B& bn = layer.batch_norm();
+      const Node n = v.Child(layer_node, kind_field, bn);
+      v.NonNegativeFinite(n, Field<B>(B::kEpsilonFieldNumber), bn.epsilon());
+      v.UnitInterval(n, Field<B>(B::kMomentumFieldNumber), bn.momentum());
+      break;
+    }
+    case v1::LayerSpec::kMaxPool: {
+      using P = v1::MaxPool2D;
+      const P& pool = layer.max_pool();
+      const Node n = v.Child(layer_node, kind_field, pool);
+      v.Positive(n, Field<P>(P::kPoolFieldNumber), pool.pool());
+      v.NonNegative(n, Field<P>(P::kStrideFieldNumber), pool.stride());
+      break;
+    }
+    case v1::LayerSpec::kDropout: {
+      using D = v1::Dropout;
+      const Node n = v.Child(layer_node, kind_field, layer.dropout());
+      v.UnitInterval(n, Field<D>(D::kRateFieldNumber), layer.dropout().rate());
+      break;
+    }
+    case v1::LayerSpec::kDense: {
+      using D = v1::Dense;
+      const Node n = v.Child(layer_node, kind_field, layer.dense());
+      v.Positive(n, Field<D>(D::kUnitsFieldNumber), layer.dense().units());
+      break;
+    }
+    case v1::LayerSpec::kRelu:
+    case v1::LayerSpec::kFlatten:
+    case v1::LayerSpec::kSoftmaxCrossEntropy:
+    case v1::LayerSpec::KIND_NOT_SET:
+      break;
+  }
+}
+
+void ValidateModel(Validator& v, const Node& root, const v1::ExperimentConfig& config) {
+  using M = v1::ModelSpec;
+  const FieldDescriptor* model_field =
+      Field<v1::ExperimentConfig>(v1::ExperimentConfig::kModelFieldNumber);
+  if (!config.has_model()) {
+    v.Fail(root, model_field, "missing");
+    return;
+  }
+  const M& model = config.model();
+  const Node m = v.Child(root, model_field, model);
+
+  const FieldDescriptor* input_field = Field<M>(M::kInputFieldNumber);
+  if (!model.has_input()) {
+    v.Fail(m, input_field, "missing");
+  } else {
+    using I = v1::InputShape;
+    const Node in = v.Child(m, input_field, model.input());
+    v.Positive(in, Field<I>(I::kChannelsFieldNumber), model.input().channels());
+    v.Positive(in, Field<I>(I::kHeightFieldNumber), model.input().height());
+    v.Positive(in, Field<I>(I::kWidthFieldNumber), model.input().width());
+  }
+
+  const int32_t num_classes = model.num_classes();
+  v.Require(num_classes >= 2, m, Field<M>(M::kNumClassesFieldNumber), "must be >= 2", num_classes);
+  if (model.class_names_size() != 0 && model.class_names_size() != num_classes) {
+    // Points at the first value: the list syntax gives one location for all of them.
+    const FieldDescriptor* names_field = Field<M>(M::kClassNamesFieldNumber);
+    const int count = model.class_names_size();
+    v.Fail(Validator::FieldLocation(m, names_field, 0), Validator::FieldPath(m, names_field, -1),
+           StrCat("has ", count, count == 1 ? " entry" : " entries", ", but num_classes is ",
+                  num_classes));
+  }
+
+  const FieldDescriptor* layers_field = Field<M>(M::kLayersFieldNumber);
+  const int n = model.layers_size();
+  if (n == 0) {
+    v.Fail(m, layers_field,
+           "missing (a model needs at least one layer, the last softmax_cross_entropy)");
+    return;
+  }
+  int last_dense = -1;
+  std::map<std::string, int> names;
+  for (int i = 0; i < n; ++i) {
+    const v1::LayerSpec& layer = model.layers(i);
+    const Node l = v.Child(m, layers_field, layer, i);
+    ValidateLayer(v, l, layer);
+    if (layer.has_dense()) last_dense = i;
+    if (layer.has_softmax_cross_entropy() && i != n - 1) {
+      v.Fail(l, Field<v1::LayerSpec>(v1::LayerSpec::kSoftmaxCrossEntropyFieldNumber),
+             StrCat("must be the last layer only (found at index ", i, " of ", n, " layers)"));
+    }
+    if (!layer.name().empty()) {
+      const auto [it, inserted] = names.emplace(layer.name(), i);
+      if (!inserted) {
+        v.Fail(l, Field<v1::LayerSpec>(v1::LayerSpec::kNameFieldNumber),
+               StrCat("duplicate layer name \"", layer.name(), "\" (also ", m.path, ".layers[",
+                      it->second, "])"));
+      }
+    }
+  }
+  const v1::LayerSpec& last = model.layers(n - 1);
+  if (!last.has_softmax_cross_entropy()) {
+    const std::string kind = KindName(last);
+    v.Fail(v.Child(m, layers_field, last, n - 1),
+           StrCat("the last layer must be softmax_cross_entropy (got ",
+                  kind.empty() ? "no kind" : kind, ")"));
+  }
+  if (last_dense >= 0) {
+    const v1::Dense& dense = model.layers(last_dense).dense();
+    if (dense.units() > 0 && num_classes >= 2 && dense.units() != num_classes) {
+      const Node l = v.Child(m, layers_field, model.layers(last_dense), last_dense);
+      const Node d = v.Child(l, Field<v1::LayerSpec>(v1::LayerSpec::kDenseFieldNumber), dense);
+      v.Fail(d, Field<v1::Dense>(v1::Dense::kUnitsFieldNumber),
+             StrCat("the last dense layer must have num_classes = ", num_classes, " units (got ",
+                    dense.units(), ")"));
+    }
+  }
+}
+
+std::string ReadConfigFile(const std::string& path) {
+  if (path.empty()) throw InputError("config path is empty");
+  std::error_code ec;
+  const std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (ec) throw InputError(StrCat(path, ": cannot read config: ", ec.message()));
+  if (std::filesystem::is_directory(status)) {
+    throw InputError(StrCat(path, ": cannot read config: is a directory, not a file"));
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (file == nullptr) {
+    throw InputError(
+        StrCat(path, ": cannot read config: ", std::generic_category().message(errno)));
+  }
+  std::string text;
+  char buffer[1 << 16];
+  size_t got = 0;
+  while ((got = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) text.append(buffer, got);
+  if (std::ferror(file.get())) {
+    throw InputError(
+        StrCat(path, ": cannot read config: ", std::generic_category().message(errno)));
+  }
+  return text;
+}
+
+}  // namespace
+
+v1::ExperimentConfig LoadExperimentConfig(const std::string& path) {
+  return ParseExperimentConfig(ReadConfigFile(path), path);
+}
+
+v1::ExperimentConfig ParseExperimentConfig(const std::string& text,
+                                           const std::string& source_name) {
+  v1::ExperimentConfig config;
+  ParseInfoTree locations;
+  ParseErrorCollector errors(source_name);
+  TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&locations);
+  if (!parser.ParseFromString(text, &config)) {
+    const std::string message = errors.Text();
+    throw InputError(message.empty() ? Prefix(source_name, {}) + "cannot parse config" : message);
+  }
+  ApplyDefaults(&config);
+  ValidateExperimentConfig(config, source_name, &locations);
+  return config;
+}
+
+void ApplyDefaults(v1::ExperimentConfig* config) {
+  v1::TrainingConfig* training = config->mutable_training();
+  if (training->epochs() == 0) training->set_epochs(kDefaultEpochs);
+  if (training->batch_size() == 0) training->set_batch_size(kDefaultBatchSize);
+
+  v1::OptimizerConfig* optimizer = config->mutable_optimizer();
+  if (optimizer->learning_rate() == 0) optimizer->set_learning_rate(kDefaultLearningRate);
+
+  v1::DataConfig* data = config->mutable_data();
+  if (data->data_dir().empty()) data->set_data_dir(kDefaultDataDir);
+  if (data->train_images().empty()) data->set_train_images(kDefaultTrainImages);
+  if (data->train_labels().empty()) data->set_train_labels(kDefaultTrainLabels);
+  if (data->val_images().empty()) data->set_val_images(kDefaultValImages);
+  if (data->val_labels().empty()) data->set_val_labels(kDefaultValLabels);
+
+  if (!config->has_model()) return;
+  v1::ModelSpec* model = config->mutable_model();
+  if (model->class_names_size() == 0 && model->num_classes() >= 2 &&
+      model->num_classes() <= kMaxDefaultClassNames) {
+    for (int32_t k = 0; k < model->num_classes(); ++k) model->add_class_names(std::to_string(k));
+  }
+  for (int i = 0; i < model->layers_size(); ++i) {
+    v1::LayerSpec* layer = model->mutable_layers(i);
+    if (layer->name().empty() && layer->kind_case() != v1::LayerSpec::KIND_NOT_SET) {
+      layer->set_name(StrCat(KindName(*layer), "_", i));
+    }
+    switch (layer->kind_case()) {
+      case v1::LayerSpec::kConv:
+        if (layer->conv().stride() == 0) layer->mutable_conv()->set_stride(1);
+        break;
+      case v1::LayerSpec::kMaxPool:
+        if (layer->max_pool().stride() == 0) {
+          layer->mutable_max_pool()->set_stride(layer->max_pool().pool());
+        }
+        break;
+      case v1::LayerSpec::kBatchNorm:
+        if (layer->batch_norm().epsilon() == 0) {
+          layer->mutable_batch_norm()->set_epsilon(kDefaultBatchNormEpsilon);
+        }
+        if (layer->batch_norm().momentum() == 0) {
+          layer->mutable_batch_norm()->set_momentum(kDefaultBatchNormMomentum);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::string& source_name,
+                              const TextFormat::ParseInfoTree* locations) {
+  using E = v1::ExperimentConfig;
+  Validator v(source_name, locations);
+  const Node root = v.Root(config);
+  ValidateModel(v, root, config);
+
+  {
+    using O = v1::OptimizerConfig;
+    const O& opt = config.optimizer();
+    const Node n = v.Child(root, Field<E>(E::kOptimizerFieldNumber), opt);
+    const float lr = opt.learning_rate();
+    v.Require(lr > 0 && std::isfinite(lr), n, Field<O>(O::kLearningRateFieldNumber),
+              "must be finite and > 0", lr);
+    v.UnitInterval(n, Field<O>(O::kMomentumFieldNumber), opt.momentum());
+    v.NonNegativeFinite(n, Field<O>(O::kWeightDecayFieldNumber), opt.weight_decay());
+    v.NonNegativeFinite(n, Field<O>(O::kDecayFieldNumber), opt.decay());
+  }
+  {
+    using D = v1::DataConfig;
+    const D& data = config.data();
+    const Node n = v.Child(root, Field<E>(E::kDataFieldNumber), data);
+    v.NonNegative(n, Field<D>(D::kLimitTrainFieldNumber), data.limit_train());
+    v.NonNegative(n, Field<D>(D::kLimitValFieldNumber), data.limit_val());
+  }
+  {
+    using T = v1::TrainingConfig;
+    const T& training = config.training();
+    const Node n = v.Child(root, Field<E>(E::kTrainingFieldNumber), training);
+    v.Positive(n, Field<T>(T::kEpochsFieldNumber), training.epochs());
+    v.Positive(n, Field<T>(T::kBatchSizeFieldNumber), training.batch_size());
+  }
+  v.ThrowIfFailed();
+}
+
+std::string ConfigToJson(const v1::ExperimentConfig& config) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(config, &json, options);
+  if (!status.ok()) {
+    throw Error(StrCat("cannot render the config as JSON: ", status.ToString()));
+  }
+  return json;
+}
+
+}  // namespace epochal::train

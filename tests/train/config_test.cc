@@ -1,0 +1,485 @@
+#include "epochal/train/config.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "epochal/core/error.h"
+
+namespace epochal::train {
+namespace {
+
+constexpr char kSource[] = "test.textproto";
+
+// A small valid config; tests edit copies of it. Kept as a plain raw string so that
+// clang-format leaves its lines and columns alone.
+constexpr char kMinimal[] = R"(name: "minimal"
+model {
+  input { channels: 1 height: 4 width: 4 }
+  num_classes: 3
+  layers { name: "conv" conv { filters: 2 kernel: 3 padding: "same" } }
+  layers { relu {} }
+  layers { name: "pool" max_pool { pool: 2 } }
+  layers { flatten {} }
+  layers { name: "drop" dropout { rate: 0.5 } }
+  layers { name: "fc" dense { units: 3 } }
+  layers { name: "loss" softmax_cross_entropy {} }
+}
+optimizer { learning_rate: 0.05 momentum: 0.9 }
+training { epochs: 2 batch_size: 8 seed: 7 }
+)";
+
+// kMinimal with the first occurrence of `from` replaced by `to`.
+std::string Edited(const std::string& from, const std::string& to) {
+  std::string text = kMinimal;
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+// "test.textproto:L:C: " for the first occurrence of `token` in `text` (1-based).
+std::string PrefixOf(const std::string& text, const std::string& token) {
+  const size_t at = text.find(token);
+  EXPECT_NE(at, std::string::npos) << token;
+  const size_t line_start = text.rfind('\n', at);
+  const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + at, '\n'));
+  const size_t column = line_start == std::string::npos ? at + 1 : at - line_start;
+  return detail::StrCat(kSource, ":", line, ":", column, ": ");
+}
+
+// The message of the InputError that parsing `text` throws; fails the test if none.
+std::string ParseError(const std::string& text) {
+  try {
+    ParseExperimentConfig(text, kSource);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for:\n" << text;
+  return "";
+}
+
+std::string LoadError(const std::string& path) {
+  try {
+    LoadExperimentConfig(path);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no error loading " << path;
+  return "";
+}
+
+bool StartsWith(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// A scratch directory removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = ::testing::TempDir() + "epochal_config_test_XXXXXX";
+    EXPECT_NE(mkdtemp(pattern.data()), nullptr);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string Write(const std::string& name, const std::string& text) const {
+    const std::string path = path_ + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(ConfigLoadTest, LoadsMiniVggNetConfig) {
+  const v1::ExperimentConfig config =
+      LoadExperimentConfig(EPOCHAL_SOURCE_DIR "/configs/fashion_mnist_minivggnet.textproto");
+  EXPECT_EQ(config.name(), "fashion_mnist_minivggnet");
+  EXPECT_EQ(config.model().layers_size(), 23);
+  EXPECT_EQ(config.model().num_classes(), 10);
+  EXPECT_EQ(config.model().class_names_size(), 10);
+  EXPECT_EQ(config.model().class_names(9), "ankle boot");
+  EXPECT_TRUE(config.model().layers(22).has_softmax_cross_entropy());
+  EXPECT_EQ(config.model().layers(21).dense().units(), 10);
+  EXPECT_EQ(config.training().batch_size(), 32);
+  EXPECT_EQ(config.training().epochs(), 25);
+  EXPECT_EQ(config.training().seed(), 42u);
+  EXPECT_FLOAT_EQ(config.optimizer().learning_rate(), 0.01f);
+  EXPECT_FLOAT_EQ(config.optimizer().momentum(), 0.9f);
+  EXPECT_FLOAT_EQ(config.optimizer().decay(), 0.0004f);
+  EXPECT_EQ(config.data().train_images(), "train-images-idx3-ubyte.gz");
+  // Unnamed layers get "<kind>_<index>".
+  EXPECT_EQ(config.model().layers(0).name(), "conv1_1");
+  EXPECT_EQ(config.model().layers(1).name(), "relu_1");
+}
+
+TEST(ConfigLoadTest, MissingFileNamesThePath) {
+  TempDir dir;
+  const std::string path = dir.path() + "/absent.textproto";
+  const std::string error = LoadError(path);
+  EXPECT_TRUE(StartsWith(error, path + ": ")) << error;
+  EXPECT_NE(error.find("No such file or directory"), std::string::npos) << error;
+}
+
+TEST(ConfigLoadTest, DirectoryIsRejected) {
+  TempDir dir;
+  const std::string error = LoadError(dir.path());
+  EXPECT_TRUE(StartsWith(error, dir.path() + ": ")) << error;
+  EXPECT_NE(error.find("directory"), std::string::npos) << error;
+}
+
+TEST(ConfigLoadTest, UnreadableFileNamesTheReason) {
+  TempDir dir;
+  const std::string path = dir.Write("locked.textproto", kMinimal);
+  ASSERT_EQ(chmod(path.c_str(), 0), 0);
+  if (access(path.c_str(), R_OK) == 0) GTEST_SKIP() << "running with permission to read anything";
+  const std::string error = LoadError(path);
+  EXPECT_TRUE(StartsWith(error, path + ": ")) << error;
+  EXPECT_NE(error.find("Permission denied"), std::string::npos) << error;
+}
+
+TEST(ConfigLoadTest, ErrorsInAFileCarryItsPath) {
+  TempDir dir;
+  const std::string path = dir.Write("bad.textproto", Edited("units: 3", "units: 0"));
+  const std::string error = LoadError(path);
+  EXPECT_TRUE(StartsWith(error, path + ":10:")) << error;
+  EXPECT_NE(error.find("model.layers[5].dense.units: must be > 0 (got 0)"), std::string::npos)
+      << error;
+}
+
+TEST(ConfigParseTest, MinimalConfigParses) {
+  const v1::ExperimentConfig config = ParseExperimentConfig(kMinimal, kSource);
+  EXPECT_EQ(config.model().layers_size(), 7);
+  EXPECT_EQ(config.training().seed(), 7u);
+}
+
+TEST(ConfigParseTest, SyntaxErrorReportsLineAndColumn) {
+  const std::string text = "name: \"x\"\ntraining {\n  epochs: }\n";
+  const std::string error = ParseError(text);
+  // The parser stops at the token it did not expect: the "}" on line 3.
+  EXPECT_TRUE(StartsWith(error, PrefixOf(text, "}"))) << error;
+  EXPECT_TRUE(StartsWith(error, "test.textproto:3:11: ")) << error;
+}
+
+TEST(ConfigParseTest, UnterminatedMessageIsReported) {
+  const std::string text = "model {\n  num_classes: 3\n";
+  const std::string error = ParseError(text);
+  EXPECT_EQ(error, "test.textproto:3:1: Expected identifier, got: end of input");
+}
+
+TEST(ConfigParseTest, UnknownFieldIsNamedWithItsLine) {
+  const std::string text = Edited("kernel: 3", "kernel: 3 filterz: 4");
+  const std::string error = ParseError(text);
+  EXPECT_TRUE(StartsWith(error, "test.textproto:5:")) << error;
+  EXPECT_NE(error.find("\"filterz\""), std::string::npos) << error;
+  EXPECT_NE(error.find("epochal.v1.Conv2D"), std::string::npos) << error;
+}
+
+TEST(ConfigParseTest, TwoKindsInOneLayerAreRejected) {
+  const std::string error = ParseError(Edited("relu {}", "relu {} flatten {}"));
+  EXPECT_TRUE(StartsWith(error, "test.textproto:6:")) << error;
+  EXPECT_NE(error.find("oneof"), std::string::npos) << error;
+}
+
+TEST(ConfigValidationTest, NegativeConvFiltersReportsLineColumnAndPath) {
+  const std::string text = Edited("filters: 2", "filters: -3");
+  const std::string error = ParseError(text);
+  EXPECT_EQ(error,
+            PrefixOf(text, "filters") + "model.layers[0].conv.filters: must be > 0 (got -3)");
+  EXPECT_TRUE(StartsWith(error, "test.textproto:5:32: ")) << error;
+}
+
+TEST(ConfigValidationTest, FieldsInListSyntaxLayersAreLocated) {
+  const std::string text =
+      "model {\n"
+      "  input { channels: 1 height: 2 width: 2 }\n"
+      "  num_classes: 2\n"
+      "  layers: [ { flatten {} },\n"
+      "            { dense { units: -1 } },\n"
+      "            { softmax_cross_entropy {} } ]\n"
+      "}\n";
+  const std::string error = ParseError(text);
+  EXPECT_TRUE(StartsWith(error, PrefixOf(text, "units") + "model.layers[1].dense.units: "))
+      << error;
+}
+
+TEST(ConfigValidationTest, DropoutRateOfOneIsRejected) {
+  const std::string text = Edited("rate: 0.5", "rate: 1.0");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "rate") + "model.layers[4].dropout.rate: must be in [0, 1) (got 1)");
+}
+
+TEST(ConfigValidationTest, SoftmaxBeforeTheEndIsRejected) {
+  const std::string text = Edited("layers { flatten {} }", "layers { softmax_cross_entropy {} }");
+  const std::string error = ParseError(text);
+  EXPECT_TRUE(StartsWith(error, PrefixOf(text, "softmax_cross_entropy") +
+                                    "model.layers[3].softmax_cross_entropy: must be the last"))
+      << error;
+}
+
+TEST(ConfigValidationTest, LastLayerMustBeSoftmax) {
+  const std::string text = Edited("layers { name: \"loss\" softmax_cross_entropy {} }", "");
+  const std::string error = ParseError(text);
+  EXPECT_EQ(error, PrefixOf(text, "layers { name: \"fc\"") +
+                       "model.layers[5]: the last layer must be softmax_cross_entropy (got dense)");
+}
+
+TEST(ConfigValidationTest, LastDenseUnitsMustEqualNumClasses) {
+  const std::string text = Edited("units: 3", "units: 4");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "units") +
+                "model.layers[5].dense.units: the last dense layer must have num_classes = 3 "
+                "units (got 4)");
+}
+
+TEST(ConfigValidationTest, ClassNamesCountMustMatch) {
+  const std::string text = Edited("num_classes: 3", "num_classes: 3 class_names: [\"a\", \"b\"]");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "class_names") +
+                                  "model.class_names: has 2 entries, but num_classes is 3");
+}
+
+TEST(ConfigValidationTest, NumClassesBelowTwoIsRejected) {
+  const std::string text = Edited("num_classes: 3", "num_classes: 1");
+  const std::string error = ParseError(text);
+  EXPECT_TRUE(
+      StartsWith(error, PrefixOf(text, "num_classes") + "model.num_classes: must be >= 2 (got 1)"))
+      << error;
+}
+
+TEST(ConfigValidationTest, MissingModelIsReportedAtTheTop) {
+  EXPECT_EQ(ParseError("name: \"x\"\n"), "test.textproto:1:1: model: missing");
+  EXPECT_EQ(ParseError(""), "test.textproto:1:1: model: missing");
+}
+
+TEST(ConfigValidationTest, MissingInputIsReportedAtTheModel) {
+  const std::string text = Edited("input { channels: 1 height: 4 width: 4 }", "");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "model") + "model.input: missing");
+}
+
+TEST(ConfigValidationTest, UnsetInputFieldIsReportedAtTheInput) {
+  const std::string text = Edited("height: 4 ", "");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "input") + "model.input.height: must be > 0 (got 0)");
+}
+
+TEST(ConfigValidationTest, ModelWithoutLayersIsRejected) {
+  const std::string text =
+      "model {\n  input { channels: 1 height: 1 width: 1 }\n  num_classes: 2\n}\n";
+  const std::string error = ParseError(text);
+  EXPECT_TRUE(StartsWith(error, "test.textproto:1:1: model.layers: missing")) << error;
+}
+
+TEST(ConfigValidationTest, LayerWithoutKindIsRejected) {
+  const std::string text = Edited("layers { relu {} }", "layers { name: \"nothing\" }");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "layers { name: \"nothing\"") +
+                                  "model.layers[1]: no layer kind set (expected one of conv, "
+                                  "batch_norm, relu, max_pool, dropout, dense, flatten, "
+                                  "softmax_cross_entropy)");
+}
+
+TEST(ConfigValidationTest, ConvPaddingMustBeSameOrValid) {
+  const std::string text = Edited("\"same\"", "\"full\"");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "padding") +
+                "model.layers[0].conv.padding: must be \"same\" or \"valid\" (got \"full\")");
+}
+
+TEST(ConfigValidationTest, DuplicateLayerNamesAreRejected) {
+  const std::string text = Edited("name: \"drop\"", "name: \"pool\"");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "name: \"pool\" dropout") +
+                                  "model.layers[4].name: duplicate layer name \"pool\" (also "
+                                  "model.layers[2])");
+}
+
+TEST(ConfigValidationTest, NameCollidingWithADefaultNameIsRejected) {
+  // Layer 1 (relu) is unnamed and so becomes "relu_1".
+  const std::string text = Edited("name: \"drop\"", "name: \"relu_1\"");
+  const std::string error = ParseError(text);
+  EXPECT_NE(error.find("model.layers[4].name: duplicate layer name \"relu_1\""), std::string::npos)
+      << error;
+}
+
+TEST(ConfigValidationTest, NegativeLearningRateReportsItsLine) {
+  const std::string text = Edited("learning_rate: 0.05", "learning_rate: -1");
+  const std::string error = ParseError(text);
+  EXPECT_EQ(error, PrefixOf(text, "learning_rate") +
+                       "optimizer.learning_rate: must be finite and > 0 (got -1)");
+  EXPECT_TRUE(StartsWith(error, "test.textproto:13:")) << error;
+}
+
+TEST(ConfigValidationTest, NonFiniteLearningRateIsRejected) {
+  for (const char* value : {"nan", "inf"}) {
+    const std::string error =
+        ParseError(Edited("learning_rate: 0.05", std::string("learning_rate: ") + value));
+    EXPECT_NE(error.find("optimizer.learning_rate: must be finite and > 0"), std::string::npos)
+        << error;
+  }
+}
+
+TEST(ConfigValidationTest, OptimizerRangesAreChecked) {
+  EXPECT_NE(ParseError(Edited("momentum: 0.9", "momentum: 1")).find("optimizer.momentum: "),
+            std::string::npos);
+  EXPECT_NE(ParseError(Edited("momentum: 0.9", "weight_decay: -0.1"))
+                .find("optimizer.weight_decay: must be finite and >= 0 (got -0.1)"),
+            std::string::npos);
+  EXPECT_NE(ParseError(Edited("momentum: 0.9", "decay: -1")).find("optimizer.decay: "),
+            std::string::npos);
+}
+
+TEST(ConfigValidationTest, LayerRangesAreChecked) {
+  EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 0")).find("model.layers[0].conv.kernel: "),
+            std::string::npos);
+  EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 3 stride: -1"))
+                .find("model.layers[0].conv.stride: must be >= 0 (got -1)"),
+            std::string::npos);
+  EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 3 pad: -1")).find("model.layers[0].conv.pad: "),
+            std::string::npos);
+  EXPECT_NE(ParseError(Edited("pool: 2", "pool: 0")).find("model.layers[2].max_pool.pool: "),
+            std::string::npos);
+  EXPECT_NE(
+      ParseError(Edited("pool: 2", "pool: 2 stride: -2")).find("model.layers[2].max_pool.stride: "),
+      std::string::npos);
+  EXPECT_NE(ParseError(Edited("rate: 0.5", "rate: -0.5")).find("model.layers[4].dropout.rate: "),
+            std::string::npos);
+  const std::string bn = "layers { name: \"bn\" batch_norm { epsilon: -1 momentum: 1.5 } }";
+  const std::string error = ParseError(Edited("layers { relu {} }", bn));
+  EXPECT_NE(error.find("model.layers[1].batch_norm.epsilon: must be finite and >= 0 (got -1)"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("model.layers[1].batch_norm.momentum: must be in [0, 1) (got 1.5)"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ConfigValidationTest, TrainingAndDataRangesAreChecked) {
+  const std::string text = Edited("batch_size: 8", "batch_size: -8");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "batch_size") + "training.batch_size: must be > 0 (got -8)");
+  EXPECT_NE(ParseError(Edited("epochs: 2", "epochs: -2")).find("training.epochs: must be > 0"),
+            std::string::npos);
+  const std::string data = std::string(kMinimal) + "data { limit_train: -1 limit_val: -2 }\n";
+  const std::string error = ParseError(data);
+  EXPECT_NE(error.find("data.limit_train: must be >= 0 (got -1)"), std::string::npos) << error;
+  EXPECT_NE(error.find("data.limit_val: must be >= 0 (got -2)"), std::string::npos) << error;
+}
+
+TEST(ConfigValidationTest, AllErrorsAreListedOnePerLine) {
+  std::string text = Edited("filters: 2", "filters: -1");
+  text.replace(text.find("epochs: 2"), 9, "epochs: -1");
+  const std::string error = ParseError(text);
+  EXPECT_EQ(std::count(error.begin(), error.end(), '\n'), 1) << error;
+  EXPECT_TRUE(StartsWith(error, PrefixOf(text, "filters"))) << error;
+  EXPECT_NE(error.find("\n" + PrefixOf(text, "epochs") + "training.epochs: must be > 0"),
+            std::string::npos)
+      << error;
+}
+
+TEST(ConfigValidationTest, WithoutLocationsMessagesNameTheSource) {
+  v1::ExperimentConfig config = ParseExperimentConfig(kMinimal, kSource);
+  config.mutable_optimizer()->set_learning_rate(-2);  // As a command-line override would.
+  try {
+    ValidateExperimentConfig(config, "--lr", nullptr);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "--lr: optimizer.learning_rate: must be finite and > 0 (got -2)");
+  }
+  EXPECT_NO_THROW(ValidateExperimentConfig(ParseExperimentConfig(kMinimal, kSource), "", nullptr));
+}
+
+TEST(ConfigDefaultsTest, UnsetFieldsGetTheDocumentedDefaults) {
+  const std::string text =
+      "model {\n"
+      "  input { channels: 1 height: 4 width: 4 }\n"
+      "  num_classes: 3\n"
+      "  layers { conv { filters: 2 kernel: 3 } }\n"
+      "  layers { batch_norm {} }\n"
+      "  layers { max_pool { pool: 2 } }\n"
+      "  layers { flatten {} }\n"
+      "  layers { dense { units: 3 } }\n"
+      "  layers { softmax_cross_entropy {} }\n"
+      "}\n"
+      "training { batch_size: 0 }\n";
+  const v1::ExperimentConfig config = ParseExperimentConfig(text, kSource);
+  // An explicit 0 cannot be told from an unset field in proto3: both mean the default.
+  EXPECT_EQ(config.training().batch_size(), 32);
+  EXPECT_EQ(config.training().epochs(), 25);
+  EXPECT_EQ(config.training().seed(), 0u);
+  EXPECT_FLOAT_EQ(config.optimizer().learning_rate(), 0.01f);
+  EXPECT_FLOAT_EQ(config.optimizer().momentum(), 0.0f);
+  EXPECT_EQ(config.data().data_dir(), "/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(config.data().train_images(), "train-images-idx3-ubyte.gz");
+  EXPECT_EQ(config.data().train_labels(), "train-labels-idx1-ubyte.gz");
+  EXPECT_EQ(config.data().val_images(), "t10k-images-idx3-ubyte.gz");
+  EXPECT_EQ(config.data().val_labels(), "t10k-labels-idx1-ubyte.gz");
+  const v1::ModelSpec& model = config.model();
+  EXPECT_EQ(std::vector<std::string>(model.class_names().begin(), model.class_names().end()),
+            (std::vector<std::string>{"0", "1", "2"}));
+  const std::vector<std::string> names = {"conv_0",    "batch_norm_1", "max_pool_2",
+                                          "flatten_3", "dense_4",      "softmax_cross_entropy_5"};
+  ASSERT_EQ(model.layers_size(), 6);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(model.layers(i).name(), names[i]);
+  EXPECT_EQ(model.layers(0).conv().stride(), 1);
+  EXPECT_FLOAT_EQ(model.layers(1).batch_norm().epsilon(), 1e-3f);
+  EXPECT_FLOAT_EQ(model.layers(1).batch_norm().momentum(), 0.99f);
+  EXPECT_EQ(model.layers(2).max_pool().stride(), 2);
+}
+
+TEST(ConfigDefaultsTest, GivenValuesAreKept) {
+  const v1::ExperimentConfig config = ParseExperimentConfig(kMinimal, kSource);
+  EXPECT_EQ(config.training().batch_size(), 8);
+  EXPECT_EQ(config.training().epochs(), 2);
+  EXPECT_FLOAT_EQ(config.optimizer().learning_rate(), 0.05f);
+  EXPECT_EQ(config.model().layers(0).name(), "conv");
+  EXPECT_EQ(config.model().layers(1).name(), "relu_1");
+}
+
+TEST(ConfigDefaultsTest, ApplyDefaultsIsIdempotentAndKeepsModelAbsent) {
+  v1::ExperimentConfig config = ParseExperimentConfig(kMinimal, kSource);
+  v1::ExperimentConfig again = config;
+  ApplyDefaults(&again);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(config, again));
+
+  v1::ExperimentConfig empty;
+  ApplyDefaults(&empty);
+  EXPECT_FALSE(empty.has_model());
+  EXPECT_EQ(empty.training().batch_size(), 32);
+}
+
+TEST(ConfigJsonTest, UsesProtoFieldNamesAndRoundTrips) {
+  const v1::ExperimentConfig config =
+      LoadExperimentConfig(EPOCHAL_SOURCE_DIR "/configs/fashion_mnist_minivggnet.textproto");
+  const std::string json = ConfigToJson(config);
+  ASSERT_FALSE(json.empty());
+  EXPECT_EQ(json.front(), '{');
+  EXPECT_EQ(json.back(), '}');
+  EXPECT_EQ(json.find('\n'), std::string::npos) << "not compact";
+  EXPECT_NE(json.find("\"learning_rate\":0.01"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"batch_size\":32"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"softmax_cross_entropy\":{}"), std::string::npos) << json;
+  EXPECT_EQ(json.find("learningRate"), std::string::npos) << json;
+  // Defaults are printed too, so history.json records every value the run used.
+  EXPECT_NE(json.find("\"weight_decay\":0"), std::string::npos) << json;
+
+  v1::ExperimentConfig parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json, &parsed).ok()) << json;
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(config, parsed));
+}
+
+}  // namespace
+}  // namespace epochal::train
