@@ -16,10 +16,10 @@ class BatchNormPlan final : public LayerPlan {
     if (layer.channels_ == 0) {
       layer.channels_ = channels;
       const memory::desc c_md = PlainDesc({channels});
-      layer.gamma_.value = memory(c_md, ctx.engine);
-      layer.gamma_.grad = memory(c_md, ctx.engine);
-      layer.beta_.value = memory(c_md, ctx.engine);
-      layer.beta_.grad = memory(c_md, ctx.engine);
+      layer.gamma_.value = ZeroedMemory(c_md, ctx.engine);
+      layer.gamma_.grad = ZeroedMemory(c_md, ctx.engine);
+      layer.beta_.value = ZeroedMemory(c_md, ctx.engine);
+      layer.beta_.grad = ZeroedMemory(c_md, ctx.engine);
       layer.running_mean_.value.assign(static_cast<size_t>(channels), 0.0f);
       layer.running_variance_.value.assign(static_cast<size_t>(channels), 1.0f);
     }
@@ -46,10 +46,10 @@ class BatchNormPlan final : public LayerPlan {
     bwd_ = dnnl::batch_normalization_backward(
         dnnl::batch_normalization_backward::primitive_desc(bwd_desc, ctx.engine, train_pd_));
 
-    dst_ = memory(train_pd_.dst_desc(), ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
-    mean_ = memory(train_pd_.mean_desc(), ctx.engine);
-    variance_ = memory(train_pd_.variance_desc(), ctx.engine);
+    dst_ = ZeroedMemory(train_pd_.dst_desc(), ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
+    mean_ = ZeroedMemory(train_pd_.mean_desc(), ctx.engine);
+    variance_ = ZeroedMemory(train_pd_.variance_desc(), ctx.engine);
     running_mean_ = memory(train_pd_.mean_desc(), ctx.engine, layer.running_mean_.value.data());
     running_variance_ =
         memory(train_pd_.variance_desc(), ctx.engine, layer.running_variance_.value.data());

@@ -46,18 +46,18 @@ class Conv2DPlan final : public LayerPlan {
 
     if (!layer.weights_.value) {
       layer.in_channels_ = src_dims[1];
-      layer.weights_.value = memory(fwd_pd_.weights_desc(), ctx.engine);
-      layer.weights_.grad = memory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.value = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.grad = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
       if (o.bias) {
-        layer.bias_.value = memory(bias_md, ctx.engine);
-        layer.bias_.grad = memory(bias_md, ctx.engine);
+        layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
+        layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
       }
     }
     EPOCHAL_CHECK(layer.in_channels_ == src_dims[1], layer.name(), ": channel count changed");
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
     weights_fwd_ =
         ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
-    dst_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+    dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     // Backward: the ReLU's derivative from the saved dst, then data and weights.
     if (o.fuse_relu) {
@@ -70,7 +70,7 @@ class Conv2DPlan final : public LayerPlan {
                                                  0.0f);
       relu_bwd_ = dnnl::eltwise_backward(
           dnnl::eltwise_backward::primitive_desc(relu_bwd_desc, ctx.engine, relu_hint));
-      diff_pre_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+      diff_pre_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
     }
     dnnl::convolution_backward_data::desc bwd_data_desc(dnnl::algorithm::convolution_direct,
                                                         AnyDesc(src_dims), AnyDesc(w_dims),
@@ -81,7 +81,7 @@ class Conv2DPlan final : public LayerPlan {
     diff_dst_data_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_data_pd_.diff_dst_desc(), ctx.engine);
     weights_data_ =
         ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
     diff_src_out_ = OutputReorder(bwd_data_pd_.diff_src_desc(), diff_src_, ctx.engine);
 
     dnnl::convolution_backward_weights::desc bwd_w_desc(dnnl::algorithm::convolution_direct,

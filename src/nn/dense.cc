@@ -30,16 +30,16 @@ class DensePlan final : public LayerPlan {
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
     if (!layer.weights_.value) {
       layer.in_features_ = in_features;
-      layer.weights_.value = memory(fwd_pd_.weights_desc(), ctx.engine);
-      layer.weights_.grad = memory(fwd_pd_.weights_desc(), ctx.engine);
-      layer.bias_.value = memory(bias_md, ctx.engine);
-      layer.bias_.grad = memory(bias_md, ctx.engine);
+      layer.weights_.value = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.grad = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
+      layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
     }
     EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
     weights_fwd_ =
         ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
-    dst_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+    dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     if (o.fuse_relu) {
       const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
@@ -50,7 +50,7 @@ class DensePlan final : public LayerPlan {
                                              0.0f);
       relu_bwd_ = dnnl::eltwise_backward(
           dnnl::eltwise_backward::primitive_desc(relu_desc, ctx.engine, hint));
-      diff_pre_ = memory(fwd_pd_.dst_desc(), ctx.engine);
+      diff_pre_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
     }
     dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims),
                                                       fwd_pd_.dst_desc());
@@ -60,7 +60,7 @@ class DensePlan final : public LayerPlan {
     weights_data_ =
         ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);
     diff_dst_data_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_data_pd_.diff_dst_desc(), ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
     diff_src_out_ = OutputReorder(bwd_data_pd_.diff_src_desc(), diff_src_, ctx.engine);
 
     dnnl::inner_product_backward_weights::desc w_desc(AnyDesc(src_dims), AnyDesc(w_dims), bias_md,

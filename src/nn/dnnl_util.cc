@@ -1,6 +1,7 @@
 #include "epochal/nn/dnnl_util.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "epochal/core/error.h"
 
@@ -14,6 +15,12 @@ dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims) {
 
 dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims) {
   return dnnl::memory::desc(dims, dt::f32, tag::any);
+}
+
+dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine) {
+  dnnl::memory m(md, engine);
+  std::memset(m.get_data_handle(), 0, md.get_size());
+  return m;
 }
 
 int64_t PhysicalSize(const dnnl::memory::desc& md) {
@@ -66,7 +73,7 @@ ReorderIfNeeded::ReorderIfNeeded(const dnnl::memory::desc& from, const dnnl::mem
                                  const dnnl::engine& engine)
     : needed_(from != to) {
   if (needed_) {
-    buffer_ = dnnl::memory(to, engine);
+    buffer_ = ZeroedMemory(to, engine);
     reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine, from, engine, to));
   }
 }
@@ -81,7 +88,7 @@ OutputReorder::OutputReorder(const dnnl::memory::desc& produced, const dnnl::mem
                              const dnnl::engine& engine)
     : needed_(produced != target.get_desc()), target_(target) {
   if (needed_) {
-    buffer_ = dnnl::memory(produced, engine);
+    buffer_ = ZeroedMemory(produced, engine);
     reorder_ =
         dnnl::reorder(dnnl::reorder::primitive_desc(engine, produced, engine, target.get_desc()));
   }

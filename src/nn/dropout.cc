@@ -19,8 +19,8 @@ class DropoutPlan final : public LayerPlan {
     physical_per_sample_ = static_cast<int64_t>(logical_of_physical_.size());
     logical_per_sample_ = 1;
     for (size_t i = 1; i < dims.size(); ++i) logical_per_sample_ *= dims[i];
-    dst_ = memory(src_md, ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
+    dst_ = ZeroedMemory(src_md, ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
     logical_mask_.resize(static_cast<size_t>(batch_ * logical_per_sample_));
     scale_ = 1.0f / (1.0f - layer.rate());
   }

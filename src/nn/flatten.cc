@@ -16,11 +16,11 @@ class FlattenPlan final : public LayerPlan {
     const memory::desc plain_md = PlainDesc(dims);
     const memory::desc flat_md = PlainDesc({dims[0], features});
     reorder_needed_ = src_md != plain_md;
-    plain_ = memory(plain_md, ctx.engine);
+    plain_ = ZeroedMemory(plain_md, ctx.engine);
     dst_ = memory(flat_md, ctx.engine, plain_.get_data_handle());
     diff_plain_ = memory(plain_md, ctx.engine, DNNL_MEMORY_NONE);
     if (reorder_needed_) {
-      diff_src_ = memory(src_md, ctx.engine);
+      diff_src_ = ZeroedMemory(src_md, ctx.engine);
       to_plain_ =
           dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, src_md, ctx.engine, plain_md));
       from_plain_ =

@@ -22,9 +22,9 @@ class MaxPoolPlan final : public LayerPlan {
                                           strides, kernel, pad, pad);
     bwd_ = dnnl::pooling_backward(
         dnnl::pooling_backward::primitive_desc(bwd_desc, ctx.engine, fwd_pd));
-    dst_ = memory(fwd_pd.dst_desc(), ctx.engine);
-    workspace_ = memory(fwd_pd.workspace_desc(), ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
+    dst_ = ZeroedMemory(fwd_pd.dst_desc(), ctx.engine);
+    workspace_ = ZeroedMemory(fwd_pd.workspace_desc(), ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
   }
   const memory& dst() const override { return dst_; }
   const memory& diff_src() const override { return diff_src_; }

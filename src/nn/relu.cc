@@ -16,8 +16,8 @@ class ReLUPlan final : public LayerPlan {
     dnnl::eltwise_backward::desc bwd_desc(alg, src_md, fwd_pd.dst_desc(), 0.0f, 0.0f);
     bwd_ = dnnl::eltwise_backward(
         dnnl::eltwise_backward::primitive_desc(bwd_desc, ctx.engine, fwd_pd));
-    dst_ = memory(fwd_pd.dst_desc(), ctx.engine);
-    diff_src_ = memory(src_md, ctx.engine);
+    dst_ = ZeroedMemory(fwd_pd.dst_desc(), ctx.engine);
+    diff_src_ = ZeroedMemory(src_md, ctx.engine);
   }
   const memory& dst() const override { return dst_; }
   const memory& diff_src() const override { return diff_src_; }

@@ -20,10 +20,10 @@ SoftmaxCrossEntropyPlan::SoftmaxCrossEntropyPlan(DnnlContext& ctx, const memory:
   dnnl::logsoftmax_forward::desc desc(dnnl::prop_kind::forward_inference, plain_md, 1);
   logsoftmax_ =
       dnnl::logsoftmax_forward(dnnl::logsoftmax_forward::primitive_desc(desc, ctx.engine));
-  log_probs_ = memory(plain_md, ctx.engine);
-  diff_plain_ = memory(plain_md, ctx.engine);
+  log_probs_ = ZeroedMemory(plain_md, ctx.engine);
+  diff_plain_ = ZeroedMemory(plain_md, ctx.engine);
   diff_to_logits_ = ReorderIfNeeded(plain_md, logits_md, ctx.engine);
-  diff_src_ = diff_to_logits_.needed() ? memory(logits_md, ctx.engine) : diff_plain_;
+  diff_src_ = diff_to_logits_.needed() ? ZeroedMemory(logits_md, ctx.engine) : diff_plain_;
   const auto n = static_cast<size_t>(batch_);
   probabilities_.resize(n * static_cast<size_t>(classes_));
   sample_losses_.resize(n);

@@ -73,7 +73,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{2, 3, 9, 9, 8, 3, 1, false, false},   // valid
                       ConvCase{2, 3, 11, 10, 5, 5, 2, true, false},  // asymmetric same padding
                       ConvCase{1, 16, 6, 6, 8, 1, 1, true, true},    // 1x1
-                      ConvCase{4, 8, 7, 7, 16, 3, 2, false, true}));
+                      ConvCase{4, 8, 7, 7, 16, 3, 2, false, true},
+                      ConvCase{4, 1, 8, 8, 4, 3, 1, true, true}));
 
 TEST(ConvLayerTest, SamePaddingMatchesKeras) {
   int64_t lo, hi;

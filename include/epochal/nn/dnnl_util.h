@@ -24,6 +24,9 @@ struct DnnlContext {
 dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims);
 // The same dims with format_tag::any, letting a primitive choose its layout.
 dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims);
+// A new CPU memory of `md`, zero-filled: blocked layouts pad channels to the block size,
+// and oneDNN primitives expect those padding elements to be zero.
+dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine);
 // Number of f32 elements a memory holds, padding included.
 int64_t PhysicalSize(const dnnl::memory::desc& md);
 // Pointer to a CPU memory's floats.
