@@ -1,0 +1,707 @@
+// End-to-end tests of the epochal command-line tool. Each test runs the built binary as a
+// child process under `timeout`, so that a hang fails the test rather than stalling CTest,
+// on tiny IDX fixtures in a fresh temporary directory, and checks the exit status, what
+// the tool printed and the files it wrote.
+//
+// The contract under test: a user error (bad flag, bad config, bad data, unwritable output)
+// ends the run with exit status 2 or 1 and a message naming the offending flag or file,
+// never with a signal; a valid run exits 0 and leaves the run files behind.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "epochal/data/idx.h"
+
+extern char** environ;
+
+namespace epochal::apps {
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<uint8_t>;
+
+constexpr char kBinary[] = EPOCHAL_BINARY;
+constexpr char kSourceDir[] = EPOCHAL_SOURCE_DIR;
+// Generous: a run on the fixtures takes about a second, but CTest may run tests in parallel
+// on a loaded machine.
+constexpr char kTimeoutSeconds[] = "120";
+
+constexpr int64_t kTrainSamples = 64;
+constexpr int64_t kValSamples = 16;
+constexpr int64_t kSide = 28;
+
+fs::path ConfigPath() {
+  return fs::path(kSourceDir) / "configs/fashion_mnist_minivggnet.textproto";
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteFile(const fs::path& path, const void* data, size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+void WriteFile(const fs::path& path, const Bytes& bytes) {
+  WriteFile(path, bytes.data(), bytes.size());
+}
+void WriteFile(const fs::path& path, const std::string& text) {
+  WriteFile(path, text.data(), text.size());
+}
+
+// Lines in `text`, not counting an empty last one.
+int64_t CountLines(const std::string& text) {
+  int64_t n = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// A directory made by mkdtemp, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        (fs::path(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") / "epochal_cli_test.XXXXXX")
+            .string();
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      ADD_FAILURE() << "mkdtemp " << pattern << ": " << std::strerror(errno);
+    }
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// How a child process ended and what it printed.
+struct Outcome {
+  bool exited = false;  // false: killed by a signal
+  int code = -1;        // exit status when `exited`, else the signal number
+  std::string out;
+  std::string err;
+
+  bool Succeeded() const { return exited && code == 0; }
+  // "exit 2" or "signal 11 (Segmentation fault)", then the captured stderr, for messages.
+  std::string Describe() const {
+    std::string s = exited ? "exit " + std::to_string(code)
+                           : "signal " + std::to_string(code) + " (" + strsignal(code) + ")";
+    if (exited && code == 124) s += " (timed out)";
+    return s + "; stderr:\n" + err;
+  }
+};
+
+// Runs `timeout -k 10 120 epochal ARGS...` with stdin from /dev/null and stdout and stderr
+// captured through files in `scratch`; returns how it ended.
+Outcome RunEpochal(const fs::path& scratch, const std::vector<std::string>& args) {
+  std::vector<std::string> argv_text = {"timeout", "-k", "10", kTimeoutSeconds, kBinary};
+  argv_text.insert(argv_text.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_text) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  const std::string out_path = (scratch / "stdout.txt").string();
+  const std::string err_path = (scratch / "stderr.txt").string();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  pid_t pid = -1;
+  const int spawn_error = posix_spawnp(&pid, "timeout", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  Outcome o;
+  if (spawn_error != 0) {
+    ADD_FAILURE() << "cannot start timeout " << kBinary << ": " << std::strerror(spawn_error);
+    return o;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      ADD_FAILURE() << "waitpid: " << std::strerror(errno);
+      return o;
+    }
+  }
+  o.exited = WIFEXITED(status);
+  o.code = o.exited ? WEXITSTATUS(status) : WTERMSIG(status);
+  o.out = ReadFile(out_path);
+  o.err = ReadFile(err_path);
+  return o;
+}
+
+// The run failed the way a user error should: exit status 1 or 2 (an error caught in
+// main), or exactly `code` when given; not a signal, not a timeout (timeout reports a
+// child's signal as 128 + signal when it cannot re-raise it); and stderr holds every one
+// of `parts`.
+void ExpectCleanFailure(const Outcome& o, const std::vector<std::string>& parts, int code = 0) {
+  if (code != 0) {
+    EXPECT_TRUE(o.exited && o.code == code) << "expected exit " << code << ", got " << o.Describe();
+  } else {
+    EXPECT_TRUE(o.exited && (o.code == 1 || o.code == 2))
+        << "expected exit 1 or 2, got " << o.Describe();
+  }
+  for (const auto& part : parts) {
+    EXPECT_TRUE(Contains(o.err, part)) << "stderr lacks \"" << part << "\":\n" << o.err;
+  }
+}
+
+// An IDX file as bytes: the ubyte header for `dims`, then `data`.
+Bytes IdxBytes(const std::vector<uint32_t>& dims, const Bytes& data) {
+  Bytes b = {0, 0, data::kIdxUByte, static_cast<uint8_t>(dims.size())};
+  for (uint32_t d : dims) {
+    b.insert(b.end(), {static_cast<uint8_t>(d >> 24), static_cast<uint8_t>(d >> 16),
+                       static_cast<uint8_t>(d >> 8), static_cast<uint8_t>(d)});
+  }
+  b.insert(b.end(), data.begin(), data.end());
+  return b;
+}
+
+// `n` images of random pixels, the same for the same `seed`.
+Bytes RandomPixels(int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  Bytes pixels(static_cast<size_t>(n * kSide * kSide));
+  for (auto& p : pixels) p = static_cast<uint8_t>(gen() & 0xFF);
+  return pixels;
+}
+// `n` labels 0, 1, ..., 9, 0, 1, ...
+Bytes CyclicLabels(int64_t n) {
+  Bytes labels(static_cast<size_t>(n));
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<uint8_t>(i % 10);
+  return labels;
+}
+
+// Plain (uncompressed) bytes of the valid training files.
+Bytes TrainImageBytes() {
+  return IdxBytes({kTrainSamples, kSide, kSide}, RandomPixels(kTrainSamples, 1));
+}
+Bytes TrainLabelBytes() { return IdxBytes({kTrainSamples}, CyclicLabels(kTrainSamples)); }
+
+// Writes the four Fashion-MNIST files into `dir`: the training split gzip-compressed, the
+// validation split plain despite its .gz name (the reader goes by the gzip magic), so both
+// paths of the reader are used.
+void WriteValidDataset(const fs::path& dir) {
+  fs::create_directories(dir);
+  const data::FashionMnistFiles names = data::FashionMnistFileNames();
+  data::WriteIdx((dir / names.train_images).string(),
+                 {data::kIdxUByte, {kTrainSamples, kSide, kSide}, RandomPixels(kTrainSamples, 1)},
+                 true);
+  data::WriteIdx((dir / names.train_labels).string(),
+                 {data::kIdxUByte, {kTrainSamples}, CyclicLabels(kTrainSamples)}, true);
+  data::WriteIdx((dir / names.test_images).string(),
+                 {data::kIdxUByte, {kValSamples, kSide, kSide}, RandomPixels(kValSamples, 2)},
+                 false);
+  data::WriteIdx((dir / names.test_labels).string(),
+                 {data::kIdxUByte, {kValSamples}, CyclicLabels(kValSamples)}, false);
+}
+
+// A fresh temporary directory holding a valid dataset in data/ and room for run outputs.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { WriteValidDataset(data_dir()); }
+
+  fs::path data_dir() const { return tmp_.path() / "data"; }
+  fs::path out_dir() const { return tmp_.path() / "run"; }
+  fs::path data_file(const std::string& name) const { return data_dir() / name; }
+
+  Outcome Run(const std::vector<std::string>& args) const { return RunEpochal(tmp_.path(), args); }
+
+  // `epochal train` on the fixtures; `extra` adds or overrides flags.
+  Outcome Train(const std::vector<std::string>& extra) const {
+    std::vector<std::string> args = {
+        "train", "--config",         ConfigPath().string(), "--data-dir", data_dir().string(),
+        "--out", out_dir().string(), "--limit-val",         "10",         "--threads",
+        "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Run(args);
+  }
+
+  // `epochal evaluate` on the fixtures; `extra` adds flags.
+  Outcome Evaluate(const std::vector<std::string>& extra) const {
+    std::vector<std::string> args = {"evaluate",   "--config",          ConfigPath().string(),
+                                     "--data-dir", data_dir().string(), "--threads",
+                                     "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Run(args);
+  }
+
+  TempDir tmp_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Malformed data.
+
+struct BadDataCase {
+  std::string name;
+  std::string file;  // the malformed one of FashionMnistFileNames()
+  // Replaces the valid file at `path` with the malformed one.
+  std::function<void(const fs::path& path)> corrupt;
+  // Besides the file's path, what stderr must hold.
+  std::vector<std::string> expected;
+};
+
+std::ostream& operator<<(std::ostream& os, const BadDataCase& c) { return os << c.name; }
+
+std::vector<BadDataCase> BadDataCases() {
+  const data::FashionMnistFiles n = data::FashionMnistFileNames();
+  return {
+      {"BadMagic",
+       n.train_images,
+       [](const fs::path& p) {
+         Bytes b = TrainImageBytes();
+         b[0] = 'P', b[1] = 'K', b[2] = 3, b[3] = 4;
+         WriteFile(p, b);
+       },
+       {"byte 0:", "magic"}},
+      {"UnsupportedType",
+       n.train_images,
+       [](const fs::path& p) {
+         Bytes b = TrainImageBytes();
+         b[2] = data::kIdxFloat32;
+         WriteFile(p, b);
+       },
+       {"byte 2:", "type"}},
+      {"LabelFileAsImages",
+       n.train_images,
+       [](const fs::path& p) { WriteFile(p, TrainLabelBytes()); },
+       {"byte 3:", "3-D"}},
+      {"CountsDiffer",
+       n.train_labels,
+       [](const fs::path& p) {
+         WriteFile(p, IdxBytes({kTrainSamples - 1}, CyclicLabels(kTrainSamples - 1)));
+       },
+       {"63", "64"}},
+      {"TruncatedData",
+       n.train_images,
+       [](const fs::path& p) {
+         Bytes b = TrainImageBytes();
+         b.resize(1000);
+         WriteFile(p, b);
+       },
+       {"byte 1000:", "data ends early"}},
+      {"TruncatedHeader",
+       n.train_images,
+       [](const fs::path& p) {
+         Bytes b = TrainImageBytes();
+         b.resize(6);
+         WriteFile(p, b);
+       },
+       {"byte 6:", "header"}},
+      {"TruncatedGzip",
+       n.train_images,
+       [](const fs::path& p) {
+         // The fixture file is gzip-compressed; cut it in the middle of the deflate stream.
+         fs::resize_file(p, fs::file_size(p) / 2);
+       },
+       {"byte ", "truncated"}},
+      {"TruncatedLabels",
+       n.train_labels,
+       [](const fs::path& p) {
+         Bytes b = TrainLabelBytes();
+         b.resize(b.size() - 5);
+         WriteFile(p, b);
+       },
+       {"byte ", "data ends early"}},
+      {"HeaderClaimsMillionImages",
+       n.train_images,
+       [](const fs::path& p) {
+         WriteFile(p, IdxBytes({1000000, kSide, kSide}, RandomPixels(kTrainSamples, 1)));
+       },
+       {"byte ", "data ends early"}},
+      {"HeaderClaimsOverTwoGigabytes",
+       n.train_images,
+       [](const fs::path& p) {
+         WriteFile(p, IdxBytes({4000000000u, kSide, kSide}, RandomPixels(kTrainSamples, 1)));
+       },
+       {"byte ", "limit"}},
+      {"ZeroDimension",
+       n.train_images,
+       [](const fs::path& p) {
+         WriteFile(p, IdxBytes({0, kSide, kSide}, {}));
+       },
+       {"byte 4:", "is 0"}},
+      {"LabelOutOfRange",
+       n.train_labels,
+       [](const fs::path& p) {
+         Bytes labels = CyclicLabels(kTrainSamples);
+         labels[5] = 10;
+         WriteFile(p, IdxBytes({kTrainSamples}, labels));
+       },
+       // The header is 8 bytes, so sample 5's label is byte 13.
+       {"byte 13:", "is 10"}},
+      {"EmptyImages",
+       n.train_images,
+       [](const fs::path& p) { WriteFile(p, Bytes{}); },
+       {"byte 0:", "empty"}},
+      {"EmptyLabels",
+       n.train_labels,
+       [](const fs::path& p) { WriteFile(p, Bytes{}); },
+       {"byte 0:", "empty"}},
+      {"GzipGarbage",
+       n.train_images,
+       [](const fs::path& p) {
+         Bytes b = {0x1f, 0x8b};
+         for (int i = 0; i < 64; ++i) b.push_back(static_cast<uint8_t>(0xA5 ^ (i * 37)));
+         WriteFile(p, b);
+       },
+       {"gzip"}},
+      {"DirectoryAsImages",
+       n.train_images,
+       [](const fs::path& p) {
+         fs::remove(p);
+         fs::create_directory(p);
+       },
+       {"directory"}},
+      {"MissingLabels", n.train_labels, [](const fs::path& p) { fs::remove(p); }, {"cannot open"}},
+      {"TrailingBytes",
+       n.train_labels,
+       [](const fs::path& p) {
+         Bytes b = TrainLabelBytes();
+         b.insert(b.end(), {'x', 'y', 'z'});
+         WriteFile(p, b);
+       },
+       // 8 header bytes + 64 labels: the data ends at byte 72.
+       {"byte 72:", "trailing"}},
+      {"BadValidationLabels",
+       n.test_labels,
+       [](const fs::path& p) {
+         Bytes labels = CyclicLabels(kValSamples);
+         labels[0] = 200;
+         WriteFile(p, IdxBytes({kValSamples}, labels));
+       },
+       {"byte 8:", "is 200"}},
+  };
+}
+
+class BadDataTest : public CliTest, public ::testing::WithParamInterface<BadDataCase> {};
+
+TEST_P(BadDataTest, TrainFailsNamingTheFile) {
+  const BadDataCase& c = GetParam();
+  const fs::path bad = data_file(c.file);
+  c.corrupt(bad);
+  const Outcome o = Train({"--epochs", "1"});
+  std::vector<std::string> expected = {bad.string()};
+  expected.insert(expected.end(), c.expected.begin(), c.expected.end());
+  ExpectCleanFailure(o, expected, 2);
+  EXPECT_FALSE(fs::exists(out_dir() / "weights.pb")) << "a failed run left weights behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, BadDataTest, ::testing::ValuesIn(BadDataCases()),
+                         [](const ::testing::TestParamInfo<BadDataCase>& param_info) {
+                           return param_info.param.name;
+                         });
+
+TEST_F(CliTest, ImageSizeOtherThanTheModelInputFails) {
+  const fs::path images = data_file(data::FashionMnistFileNames().train_images);
+  WriteFile(images, IdxBytes({kTrainSamples, 20, 20}, Bytes(kTrainSamples * 20 * 20, 7)));
+  ExpectCleanFailure(Train({"--epochs", "1"}), {"1x20x20", "1x28x28"}, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// A valid run, and evaluating what it saved.
+
+// The number after the last `"key": ` in `json`; NaN when absent.
+double LastJsonNumber(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\": ";
+  const size_t at = json.rfind(needle);
+  if (at == std::string::npos) return std::nan("");
+  return std::strtod(json.c_str() + at + needle.size(), nullptr);
+}
+
+// The per-epoch records of history.json: from `"epochs": [` up to the per-batch records
+// (which repeat "loss" and "lr"); empty when absent.
+std::string EpochsSection(const std::string& json) {
+  const size_t begin = json.find("\"epochs\": [");
+  if (begin == std::string::npos) return "";
+  const size_t end = json.find("\"batches\": [", begin);
+  return json.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+// The number after `label` in `text`; NaN when absent.
+double NumberAfter(const std::string& text, const std::string& label) {
+  const size_t at = text.find(label);
+  if (at == std::string::npos) return std::nan("");
+  return std::strtod(text.c_str() + at + label.size(), nullptr);
+}
+
+size_t CountOccurrences(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+std::string Fixed4(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4f", v);
+  return buf;
+}
+
+TEST_F(CliTest, TrainWritesRunFiles) {
+  const Outcome o = Train({"--epochs", "2", "--batch-size", "16"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "Epoch 1/2")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "Epoch 2/2")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "val_accuracy")) << o.out;
+
+  for (const char* name : {"history.json", "history.csv", "batches.csv", "report.txt", "weights.pb",
+                           "config.textproto"}) {
+    EXPECT_TRUE(fs::is_regular_file(out_dir() / name)) << name << " missing";
+  }
+  EXPECT_GT(fs::file_size(out_dir() / "weights.pb"), 0u);
+
+  const std::string json = ReadFile(out_dir() / "history.json");
+  const std::string epochs = EpochsSection(json);
+  // `"epoch": ` (with the space) starts each per-epoch record; the embedded config is
+  // compact JSON.
+  EXPECT_EQ(CountOccurrences(epochs, "\"epoch\": "), 2u) << json;
+  for (const char* key : {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
+                          "images_per_second", "lr"}) {
+    EXPECT_EQ(CountOccurrences(epochs, "\"" + std::string(key) + "\": "), 2u)
+        << "key " << key << " not once per epoch in history.json";
+  }
+  EXPECT_EQ(CountOccurrences(json, "\"epoch_progress\": "), 2u * 4u) << json;
+  EXPECT_EQ(LastJsonNumber(epochs, "epoch"), 2.0);
+
+  const std::string csv = ReadFile(out_dir() / "history.csv");
+  EXPECT_EQ(CountLines(csv), 1 + 2) << csv;
+  EXPECT_EQ(csv.rfind("epoch,loss,accuracy,val_loss,val_accuracy", 0), 0u) << csv;
+
+  // ceil(64 / 16) = 4 steps per epoch.
+  const std::string batches = ReadFile(out_dir() / "batches.csv");
+  EXPECT_EQ(CountLines(batches), 1 + 2 * 4) << batches;
+
+  const std::string report = ReadFile(out_dir() / "report.txt");
+  EXPECT_TRUE(Contains(report, "precision")) << report;
+  EXPECT_TRUE(Contains(report, "ankle boot")) << report;
+
+  // The saved config records the flags that overrode the config file.
+  const std::string config = ReadFile(out_dir() / "config.textproto");
+  EXPECT_TRUE(Contains(config, "epochs: 2")) << config;
+  EXPECT_TRUE(Contains(config, "batch_size: 16")) << config;
+  EXPECT_TRUE(Contains(config, "limit_val: 10")) << config;
+  EXPECT_TRUE(Contains(config, data_dir().string())) << config;
+}
+
+TEST_F(CliTest, EvaluateReproducesLastValidation) {
+  ASSERT_TRUE(Train({"--epochs", "2", "--batch-size", "16"}).Succeeded());
+  const std::string json = ReadFile(out_dir() / "history.json");
+  const double val_accuracy = LastJsonNumber(EpochsSection(json), "val_accuracy");
+  const double val_loss = LastJsonNumber(EpochsSection(json), "val_loss");
+  ASSERT_FALSE(std::isnan(val_accuracy)) << json;
+  ASSERT_FALSE(std::isnan(val_loss)) << json;
+
+  const Outcome o =
+      Evaluate({"--limit-val", "10", "--weights", (out_dir() / "weights.pb").string()});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  const size_t at = o.out.find("val_accuracy: ");
+  ASSERT_NE(at, std::string::npos) << o.out;
+  EXPECT_EQ(o.out.substr(at + 14, 6), Fixed4(val_accuracy)) << o.out;
+  EXPECT_NEAR(NumberAfter(o.out, "val_loss: "), val_loss, 1e-4) << o.out;
+  EXPECT_TRUE(Contains(o.out, "(10 samples)")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "ankle boot")) << o.out;
+
+  // Without --limit-val the whole validation split is used.
+  const Outcome all = Evaluate({"--checkpoint", (out_dir() / "weights.pb").string()});
+  ASSERT_TRUE(all.Succeeded()) << all.Describe();
+  EXPECT_TRUE(Contains(all.out, "(16 samples)")) << all.out;
+}
+
+TEST_F(CliTest, EvaluateRejectsGarbageWeights) {
+  const fs::path garbage = tmp_.path() / "garbage.pb";
+  WriteFile(garbage, std::string("this is not a protobuf message \xff\xff\xff\xff", 36));
+  ExpectCleanFailure(Evaluate({"--weights", garbage.string()}), {garbage.string()});
+}
+
+TEST_F(CliTest, EvaluateRejectsEmptyWeights) {
+  const fs::path empty = tmp_.path() / "empty.pb";
+  WriteFile(empty, std::string());
+  ExpectCleanFailure(Evaluate({"--weights", empty.string()}), {empty.string()});
+}
+
+TEST_F(CliTest, EvaluateRejectsDirectoryAsWeights) {
+  ExpectCleanFailure(Evaluate({"--weights", data_dir().string()}),
+                     {data_dir().string(), "directory"});
+}
+
+TEST_F(CliTest, EvaluateRejectsMissingWeightsFile) {
+  const fs::path missing = tmp_.path() / "no_such_weights.pb";
+  ExpectCleanFailure(Evaluate({"--weights", missing.string()}), {missing.string()});
+}
+
+TEST_F(CliTest, EvaluateWithoutWeightsFlagExits2) {
+  ExpectCleanFailure(Evaluate({}), {"--weights"}, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line and config errors.
+
+TEST_F(CliTest, TopLevelHelp) {
+  const Outcome o = Run({"--help"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "usage:")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "train")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "evaluate")) << o.out;
+}
+
+TEST_F(CliTest, TrainHelp) {
+  const Outcome o = Run({"train", "--help"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "usage:")) << o.out;
+  for (const char* flag : {"--batch-size", "--epochs", "--config", "--data-dir", "--out"}) {
+    EXPECT_TRUE(Contains(o.out, flag)) << flag << " not in:\n" << o.out;
+  }
+}
+
+TEST_F(CliTest, EvaluateHelp) {
+  const Outcome o = Run({"evaluate", "--help"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "usage:")) << o.out;
+  EXPECT_TRUE(Contains(o.out, "--weights")) << o.out;
+}
+
+TEST_F(CliTest, HelpWinsOverOtherFlags) {
+  // --help after other flags still prints help and runs nothing.
+  const Outcome o = Run({"train", "--config", "/nonexistent.textproto", "--help"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "usage:")) << o.out;
+}
+
+TEST_F(CliTest, UnknownFlagExits2NamingIt) {
+  ExpectCleanFailure(Train({"--no-such-flag", "1"}), {"--no-such-flag"}, 2);
+}
+
+TEST_F(CliTest, UnknownCommandExits2) {
+  const Outcome o = Run({"frobnicate"});
+  ExpectCleanFailure(o, {"frobnicate", "usage:"}, 2);
+}
+
+TEST_F(CliTest, NoCommandExits2) { ExpectCleanFailure(Run({}), {"usage:"}, 2); }
+
+TEST_F(CliTest, ZeroEpochsExits2) { ExpectCleanFailure(Train({"--epochs", "0"}), {"--epochs"}, 2); }
+
+TEST_F(CliTest, NonNumericEpochsExits2) {
+  ExpectCleanFailure(Train({"--epochs", "abc"}), {"--epochs", "abc"}, 2);
+}
+
+TEST_F(CliTest, FlagWithoutValueExits2) {
+  ExpectCleanFailure(Train({"--epochs"}), {"--epochs"}, 2);
+}
+
+TEST_F(CliTest, NonPositiveLearningRateExits2) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--lr", "0"}), {"--lr"}, 2);
+  ExpectCleanFailure(Train({"--epochs", "1", "--lr", "nan"}), {"--lr"}, 2);
+}
+
+TEST_F(CliTest, ZeroThreadsExits2) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--threads", "0"}), {"--threads"}, 2);
+}
+
+// These counts do not fit the config's int32 fields; the CLI must reject them instead of
+// wrapping them (4294967297 would become 1 epoch, 4294967312 a batch of 16).
+// Disabled until LoadConfig in src/apps/main.cc range-checks the int32 overrides.
+TEST_F(CliTest, DISABLED_EpochsBeyondInt32Exits2) {
+  ExpectCleanFailure(Train({"--epochs", "4294967297"}), {"--epochs"}, 2);
+  ExpectCleanFailure(Train({"--epochs", "2147483648"}), {"--epochs"}, 2);
+}
+
+TEST_F(CliTest, DISABLED_BatchSizeBeyondInt32Exits2) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--batch-size", "4294967312"}), {"--batch-size"}, 2);
+}
+
+TEST_F(CliTest, ConfigSyntaxErrorNamesFileAndLine) {
+  const fs::path config = tmp_.path() / "broken.textproto";
+  WriteFile(config,
+            "name: \"broken\"\n"
+            "model {\n"
+            "  num_classes: 10\n"
+            "  layers { name: \"fc\" dense { units: } }\n"
+            "}\n");
+  const Outcome o = Run({"train", "--config", config.string(), "--data-dir", data_dir().string(),
+                         "--out", out_dir().string()});
+  ExpectCleanFailure(o, {config.string() + ":4:"}, 2);
+}
+
+TEST_F(CliTest, ConfigValueErrorNamesFileAndLine) {
+  // The shipped config with one bad value on a known line.
+  std::string text = ReadFile(ConfigPath());
+  const std::string good = "layers { name: \"fc1\" dense { units: 512 } }";
+  const size_t at = text.find(good);
+  ASSERT_NE(at, std::string::npos) << "the shipped config changed; update this test";
+  text.replace(at, good.size(), "layers { name: \"fc1\" dense { units: 0 } }");
+  const int64_t line =
+      std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n') + 1;
+  const fs::path config = tmp_.path() / "zero_units.textproto";
+  WriteFile(config, text);
+  const Outcome o = Run({"train", "--config", config.string(), "--data-dir", data_dir().string(),
+                         "--out", out_dir().string()});
+  ExpectCleanFailure(o, {config.string() + ":" + std::to_string(line) + ":", "units"}, 2);
+}
+
+TEST_F(CliTest, MissingConfigNamesIt) {
+  const fs::path missing = tmp_.path() / "no_such_config.textproto";
+  ExpectCleanFailure(Run({"train", "--config", missing.string()}), {missing.string()});
+}
+
+TEST_F(CliTest, TrainWithoutConfigExits2) {
+  ExpectCleanFailure(Run({"train", "--data-dir", data_dir().string()}), {"--config"}, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Output location errors.
+
+TEST_F(CliTest, OutputUnderARegularFileFails) {
+  const fs::path file = tmp_.path() / "file";
+  WriteFile(file, std::string("x"));
+  const fs::path out = file / "sub";
+  ExpectCleanFailure(Train({"--epochs", "1", "--out", out.string()}), {out.string()});
+}
+
+TEST_F(CliTest, OutputThatIsARegularFileFails) {
+  const fs::path file = tmp_.path() / "file";
+  WriteFile(file, std::string("x"));
+  ExpectCleanFailure(Train({"--epochs", "1", "--out", file.string()}), {file.string()});
+}
+
+TEST_F(CliTest, UnwritableRunFileFails) {
+  // A directory where a run file goes: every write of weights.pb fails.
+  fs::create_directories(out_dir() / "weights.pb");
+  ExpectCleanFailure(Train({"--epochs", "1"}), {(out_dir() / "weights.pb").string()});
+}
+
+}  // namespace
+}  // namespace epochal::apps
