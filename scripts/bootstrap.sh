@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine (run as root, or with sudo available):
+#   bash scripts/bootstrap.sh train   install what is missing, build, train the reference run
+#   bash scripts/bootstrap.sh test    install what is missing, build, run the whole test suite
+#   bash scripts/bootstrap.sh build   install what is missing and build only
+# Extra arguments after `train` go to `epochal train` (e.g. --epochs 1).
+# Environment: BUILD_DIR (default build), JOBS (default: all cores).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+mode="${1:-}"
+shift || true
+build_dir="${BUILD_DIR:-build}"
+jobs="${JOBS:-$(nproc)}"
+
+# Debian 12 packages only (docs/dependencies.md says what each one is for).
+packages=(
+  build-essential cmake pkg-config
+  libdnnl-dev zlib1g-dev
+  libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc
+  libopenmpi-dev openmpi-bin
+  prometheus-cpp-dev prometheus
+  libgtest-dev libgmock-dev libbenchmark-dev
+  dataset-fashion-mnist
+)
+
+install_packages() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "bootstrap: all ${#packages[@]} packages present"
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "bootstrap: run as root to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPOCHAL_WERROR=ON
+  cmake --build "$build_dir" -j "$jobs"
+}
+
+case "$mode" in
+  build)
+    install_packages
+    build
+    ;;
+  test)
+    install_packages
+    build
+    # Heavy tests are marked RUN_SERIAL, so -j only overlaps the light ones.
+    ctest --test-dir "$build_dir" --output-on-failure --timeout 1800 -j "$jobs"
+    ;;
+  train)
+    install_packages
+    build
+    out="runs/$(date +%Y%m%d-%H%M%S)"
+    echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
+    exec "$build_dir/src/apps/epochal" train \
+      --config configs/fashion_mnist_minivggnet.textproto --out "$out" "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/bootstrap.sh train|test|build [epochal train flags...]" >&2
+    exit 2
+    ;;
+esac
