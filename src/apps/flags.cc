@@ -63,7 +63,8 @@ std::optional<std::string> Flags::Get(const std::string& name) const {
   return it->second;
 }
 
-std::optional<int64_t> Flags::GetInt(const std::string& name, int64_t min_value) const {
+std::optional<int64_t> Flags::GetInt(const std::string& name, int64_t min_value,
+                                     int64_t max_value) const {
   const auto text = Get(name);
   if (!text) return std::nullopt;
   size_t used = 0;
@@ -78,6 +79,10 @@ std::optional<int64_t> Flags::GetInt(const std::string& name, int64_t min_value)
   }
   if (v < min_value) {
     throw InputError(command_ + ": --" + name + " must be at least " + std::to_string(min_value) +
+                     ", got " + *text);
+  }
+  if (v > max_value) {
+    throw InputError(command_ + ": --" + name + " must be at most " + std::to_string(max_value) +
                      ", got " + *text);
   }
   return v;

@@ -2,6 +2,8 @@
 // "--name=value" and boolean "--name"; each subcommand declares its flags with help text.
 #pragma once
 
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -27,7 +29,8 @@ class Flags {
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
   std::optional<std::string> Get(const std::string& name) const;
   // Typed getters; InputError names the flag and the bad text.
-  std::optional<int64_t> GetInt(const std::string& name, int64_t min_value) const;
+  std::optional<int64_t> GetInt(const std::string& name, int64_t min_value,
+                                int64_t max_value = std::numeric_limits<int64_t>::max()) const;
   std::optional<double> GetDouble(const std::string& name) const;
   std::string Help() const;
 

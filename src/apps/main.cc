@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <string>
 
 #include "epochal/core/error.h"
@@ -56,14 +57,17 @@ v1::ExperimentConfig LoadConfig(const Flags& f) {
   if (auto v = f.Get("data-dir")) d->set_data_dir(*v);
   if (auto v = f.GetInt("limit-train", 0)) d->set_limit_train(*v);
   if (auto v = f.GetInt("limit-val", 0)) d->set_limit_val(*v);
-  if (auto v = f.GetInt("epochs", 1)) t->set_epochs(static_cast<int32_t>(*v));
-  if (auto v = f.GetInt("batch-size", 1)) t->set_batch_size(static_cast<int32_t>(*v));
+  constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+  if (auto v = f.GetInt("epochs", 1, kMaxInt32)) t->set_epochs(static_cast<int32_t>(*v));
+  if (auto v = f.GetInt("batch-size", 1, kMaxInt32)) t->set_batch_size(static_cast<int32_t>(*v));
   if (auto v = f.GetInt("seed", 0)) t->set_seed(static_cast<uint64_t>(*v));
   if (auto v = f.GetDouble("lr")) {
     if (*v <= 0) throw InputError("--lr must be positive, got " + *f.Get("lr"));
     config.mutable_optimizer()->set_learning_rate(static_cast<float>(*v));
   }
-  if (auto v = f.GetInt("threads", 1)) omp_set_num_threads(static_cast<int>(*v));
+  if (auto v = f.GetInt("threads", 1, 4096)) omp_set_num_threads(static_cast<int>(*v));
+  // The flags may have changed validated fields.
+  train::ValidateExperimentConfig(config, *path + " (with command-line overrides)", nullptr);
   return config;
 }
 
@@ -73,11 +77,11 @@ std::string DataPath(const v1::DataConfig& d, const std::string& file) {
 
 data::Dataset LoadSplit(const v1::ExperimentConfig& config, bool train) {
   const auto& d = config.data();
+  const std::string images = DataPath(d, train ? d.train_images() : d.val_images());
   data::Dataset ds =
-      data::LoadIdxDataset(DataPath(d, train ? d.train_images() : d.val_images()),
-                           DataPath(d, train ? d.train_labels() : d.val_labels()),
+      data::LoadIdxDataset(images, DataPath(d, train ? d.train_labels() : d.val_labels()),
                            config.model().num_classes(), train ? d.limit_train() : d.limit_val());
-  ds.name = train ? "train" : "validation";
+  ds.name = std::string(train ? "training set " : "validation set ") + images;
   return ds;
 }
 
