@@ -1,5 +1,8 @@
 #include "epochal/nn/batch_norm.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "epochal/core/error.h"
 
 namespace epochal::nn {
@@ -26,9 +29,7 @@ class BatchNormPlan final : public LayerPlan {
     EPOCHAL_CHECK(layer.channels_ == channels, layer.name(), ": channel count changed");
     int64_t reduced = 1;  // Elements per channel in one batch.
     for (size_t i = 0; i < dims.size(); ++i) reduced *= i == 1 ? 1 : dims[i];
-    variance_correction_ = dims.size() == 4 && reduced > 1
-                               ? static_cast<float>(reduced) / static_cast<float>(reduced - 1)
-                               : 1.0f;
+    is_4d_ = dims.size() == 4;
 
     const float eps = layer.options_.epsilon;
     const auto scale_shift = normalization_flags::use_scale | normalization_flags::use_shift;
@@ -45,6 +46,27 @@ class BatchNormPlan final : public LayerPlan {
                                                       eps, scale_shift);
     bwd_ = dnnl::batch_normalization_backward(
         dnnl::batch_normalization_backward::primitive_desc(bwd_desc, ctx.engine, train_pd_));
+
+    // Synchronized statistics: normalize with given (all-reduced) statistics, and a
+    // backward that treats them as constants; the statistics' own gradient terms are
+    // added by hand with globally summed reductions.
+    const auto global = scale_shift | normalization_flags::use_global_stats;
+    dnnl::batch_normalization_forward::desc sync_desc(dnnl::prop_kind::forward_training, src_md,
+                                                      eps, global);
+    dnnl::batch_normalization_forward::primitive_desc sync_pd(sync_desc, ctx.engine);
+    sync_fwd_ = dnnl::batch_normalization_forward(sync_pd);
+    dnnl::batch_normalization_backward::desc sync_bwd_desc(dnnl::prop_kind::backward, src_md,
+                                                           src_md, eps, global);
+    sync_bwd_ = dnnl::batch_normalization_backward(
+        dnnl::batch_normalization_backward::primitive_desc(sync_bwd_desc, ctx.engine, sync_pd));
+    batch_ = dims[0];
+    channel_of_physical_ = SampleLogicalIndex(src_md);
+    const int64_t spatial = reduced / dims[0];
+    for (int32_t& c : channel_of_physical_) {
+      if (c >= 0) c = static_cast<int32_t>(c / spatial);
+    }
+    elements_per_channel_ = reduced;
+    sums_.resize(static_cast<size_t>(2 * channels + 1));
 
     dst_ = ZeroedMemory(train_pd_.dst_desc(), ctx.engine);
     diff_src_ = ZeroedMemory(src_md, ctx.engine);
@@ -72,13 +94,24 @@ class BatchNormPlan final : public LayerPlan {
     }
     train_args_[DNNL_ARG_SRC] = src;
     infer_args_[DNNL_ARG_SRC] = src;
+    synced_ = false;
     if (!UsesBatchStatistics(ctx.mode)) {
       infer_.execute(ctx_.stream, infer_args_);
       return;
     }
-    train_.execute(ctx_.stream, train_args_);
+    int64_t count = elements_per_channel_;
+    if (layer_.reducer_ != nullptr) {
+      count = SynchronizedStatistics(src);
+      sync_fwd_.execute(ctx_.stream, train_args_);
+      synced_ = true;
+    } else {
+      train_.execute(ctx_.stream, train_args_);
+    }
     if (ctx.mode == Mode::kTrain) {
       ctx_.stream.wait();
+      // Keras' fused kernel takes the Bessel-corrected variance for 4-D inputs.
+      const float correction =
+          is_4d_ && count > 1 ? static_cast<float>(count) / static_cast<float>(count - 1) : 1.0f;
       const float m = layer_.options_.momentum;
       const float* mean = Data(mean_);
       const float* var = Data(variance_);
@@ -86,7 +119,7 @@ class BatchNormPlan final : public LayerPlan {
       float* running_var = layer_.running_variance_.value.data();
       for (int64_t c = 0; c < layer_.channels_; ++c) {
         running_mean[c] = m * running_mean[c] + (1.0f - m) * mean[c];
-        running_var[c] = m * running_var[c] + (1.0f - m) * var[c] * variance_correction_;
+        running_var[c] = m * running_var[c] + (1.0f - m) * var[c] * correction;
       }
     }
   }
@@ -106,16 +139,97 @@ class BatchNormPlan final : public LayerPlan {
     }
     bwd_args_[DNNL_ARG_SRC] = src;
     bwd_args_[DNNL_ARG_DIFF_DST] = diff_dst;
-    bwd_.execute(ctx_.stream, bwd_args_);
+    if (!synced_) {
+      bwd_.execute(ctx_.stream, bwd_args_);
+      return;
+    }
+    sync_bwd_.execute(ctx_.stream, bwd_args_);
+    ctx_.stream.wait();
+    SynchronizedBackwardCorrection(src);
   }
 
  private:
+  // Sums per-channel sum and sum of squares over all processes, writes the global mean
+  // and biased variance into mean_/variance_, and returns the global element count.
+  int64_t SynchronizedStatistics(const memory& src) {
+    ctx_.stream.wait();
+    const int64_t channels = layer_.channels_;
+    std::fill(sums_.begin(), sums_.end(), 0.0);
+    const float* x = Data(src);
+    const auto per_sample = static_cast<int64_t>(channel_of_physical_.size());
+    for (int64_t n = 0; n < batch_; ++n) {
+      const float* xs = x + n * per_sample;
+      for (int64_t p = 0; p < per_sample; ++p) {
+        const int32_t c = channel_of_physical_[static_cast<size_t>(p)];
+        if (c < 0) continue;
+        sums_[static_cast<size_t>(c)] += xs[p];
+        sums_[static_cast<size_t>(channels + c)] += static_cast<double>(xs[p]) * xs[p];
+      }
+    }
+    sums_[static_cast<size_t>(2 * channels)] = static_cast<double>(elements_per_channel_);
+    layer_.reducer_->AllreduceSum(sums_);
+    const double count = sums_[static_cast<size_t>(2 * channels)];
+    float* mean = Data(mean_);
+    float* var = Data(variance_);
+    for (int64_t c = 0; c < channels; ++c) {
+      const double m = sums_[static_cast<size_t>(c)] / count;
+      mean[c] = static_cast<float>(m);
+      var[c] = static_cast<float>(
+          std::max(0.0, sums_[static_cast<size_t>(channels + c)] / count - m * m));
+    }
+    return static_cast<int64_t>(count);
+  }
+
+  // oneDNN's backward with given statistics wrote diff_src = gamma * rstd * dy and the
+  // local sums diff_beta = sum dy, diff_gamma = sum dy * x_hat. The full gradient also
+  // flows through the batch statistics:
+  //   dx = gamma * rstd * (dy - (sum dy + x_hat * sum dy x_hat) / M)
+  // with sums and M over all processes.
+  void SynchronizedBackwardCorrection(const memory& src) {
+    const int64_t channels = layer_.channels_;
+    const float* dgamma = Data(layer_.gamma_.grad);
+    const float* dbeta = Data(layer_.beta_.grad);
+    for (int64_t c = 0; c < channels; ++c) {
+      sums_[static_cast<size_t>(c)] = dbeta[c];
+      sums_[static_cast<size_t>(channels + c)] = dgamma[c];
+    }
+    sums_[static_cast<size_t>(2 * channels)] = static_cast<double>(elements_per_channel_);
+    layer_.reducer_->AllreduceSum(sums_);
+    const double count = sums_[static_cast<size_t>(2 * channels)];
+    const float eps = layer_.options_.epsilon;
+    const float* gamma = Data(layer_.gamma_.value);
+    const float* mean = Data(mean_);
+    const float* var = Data(variance_);
+    const float* x = Data(src);
+    float* dx = Data(diff_src_);
+    const auto per_sample = static_cast<int64_t>(channel_of_physical_.size());
+    for (int64_t n = 0; n < batch_; ++n) {
+      for (int64_t p = 0; p < per_sample; ++p) {
+        const int32_t c = channel_of_physical_[static_cast<size_t>(p)];
+        if (c < 0) continue;
+        const auto i = static_cast<size_t>(c);
+        const double rstd = 1.0 / std::sqrt(static_cast<double>(var[c]) + eps);
+        const double x_hat = (x[n * per_sample + p] - mean[c]) * rstd;
+        const double correction =
+            gamma[c] * rstd * (sums_[i] + x_hat * sums_[static_cast<size_t>(channels) + i]) / count;
+        dx[n * per_sample + p] -= static_cast<float>(correction);
+      }
+    }
+  }
+
   BatchNorm& layer_;
   DnnlContext& ctx_;
-  float variance_correction_ = 1.0f;
   dnnl::batch_normalization_forward::primitive_desc train_pd_;
   dnnl::batch_normalization_forward train_, infer_;
   dnnl::batch_normalization_backward bwd_;
+  dnnl::batch_normalization_forward sync_fwd_;
+  dnnl::batch_normalization_backward sync_bwd_;
+  int64_t batch_ = 0;
+  int64_t elements_per_channel_ = 0;  // Per process: N * H * W.
+  bool is_4d_ = false;
+  bool synced_ = false;                       // The last forward used synchronized statistics.
+  std::vector<int32_t> channel_of_physical_;  // Per physical element of a sample; -1: padding.
+  std::vector<double> sums_;                  // [2 * channels + 1] reduction buffer.
   memory dst_, diff_src_, mean_, variance_, running_mean_, running_variance_;
   std::unordered_map<int, memory> train_args_, infer_args_, bwd_args_;
 };

@@ -130,13 +130,19 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed) {
     }
   }
   Plan& plan = PlanFor(batch_size);
+  size_t n_params_so_far = 0;
   const memory::dims logits = plan.layers.back()->dst().get_desc().dims();
   if (logits.size() != 2 || logits[1] != num_classes_) {
     throw InputError(detail::StrCat("model: the last layer before the loss outputs ",
                                     logits.size() == 2 ? logits[1] : -1,
                                     " values per sample, but num_classes is ", num_classes_));
   }
-  for (auto& layer : layers_) layer->InitializeParameters(dnnl_, seed);
+  for (auto& layer : layers_) {
+    first_param_.push_back(n_params_so_far);
+    n_params_so_far += layer->parameters().size();
+    layer->InitializeParameters(dnnl_, seed);
+  }
+  first_param_.push_back(n_params_so_far);
   dnnl_.stream.wait();
 }
 
@@ -190,7 +196,13 @@ BatchResult Model::Forward(const StepContext& ctx, const float* images,
   return r;
 }
 
-void Model::Backward(const StepContext& ctx, float grad_scale) {
+void Model::SetStatisticsReducer(StatisticsReducer* reducer) {
+  for (auto& layer : layers_) {
+    if (auto* bn = dynamic_cast<BatchNorm*>(layer.get())) bn->set_statistics_reducer(reducer);
+  }
+}
+
+void Model::Backward(const StepContext& ctx, float grad_scale, const GradientsReady& ready) {
   EPOCHAL_CHECK(last_plan_ != nullptr, "Backward before Forward");
   Plan& plan = *last_plan_;
   plan.loss->Backward(last_labels_, grad_scale);
@@ -199,6 +211,10 @@ void Model::Backward(const StepContext& ctx, float grad_scale) {
     const memory& src = i == 0 ? plan.input : plan.layers[i - 1]->dst();
     plan.layers[i]->Backward(ctx, src, *diff, i > 0);
     diff = &plan.layers[i]->diff_src();
+    if (ready && first_param_[i] != first_param_[i + 1]) {
+      dnnl_.stream.wait();  // The gradients must be in memory before anyone reads them.
+      ready(first_param_[i], first_param_[i + 1]);
+    }
   }
   dnnl_.stream.wait();
 }

@@ -3,6 +3,7 @@
 // running = momentum * running + (1 - momentum) * batch; inference uses the running
 // statistics. As in Keras, the running variance takes the Bessel-corrected batch
 // variance for 4-D inputs (TensorFlow's fused kernel) and the biased one for 2-D inputs.
+// Optionally synchronized over processes (set_statistics_reducer).
 #pragma once
 
 #include "epochal/nn/layer.h"
@@ -23,6 +24,11 @@ class BatchNorm final : public Layer {
   std::vector<Parameter*> parameters() override { return {&gamma_, &beta_}; }
   std::vector<StateBuffer*> state() override { return {&running_mean_, &running_variance_}; }
   const BatchNormOptions& options() const { return options_; }
+  // Synchronized batch norm: training statistics (and their gradients) are summed over
+  // all processes through `reducer`, so N processes with batch B/N compute what one
+  // process with batch B would. The parameter gradients stay local sums; the gradient
+  // all-reduce adds them up like every other gradient. Null: local statistics.
+  void set_statistics_reducer(StatisticsReducer* reducer) { reducer_ = reducer; }
 
  private:
   friend class BatchNormPlan;
@@ -32,6 +38,7 @@ class BatchNorm final : public Layer {
   Parameter beta_;
   StateBuffer running_mean_;
   StateBuffer running_variance_;
+  StatisticsReducer* reducer_ = nullptr;
 };
 
 }  // namespace epochal::nn

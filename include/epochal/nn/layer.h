@@ -49,6 +49,15 @@ struct StepContext {
   std::span<const int64_t> sample_ids;
 };
 
+// Sums vectors over all processes of a data-parallel job, in place. Every process calls
+// it the same number of times in the same order (it is a collective). Used by
+// synchronized batch norm; implemented outside nn (see dist).
+class StatisticsReducer {
+ public:
+  virtual ~StatisticsReducer() = default;
+  virtual void AllreduceSum(std::span<double> values) = 0;
+};
+
 // A trainable tensor: value and gradient in the layout the layer's primitives prefer,
 // plus the plain logical layout (oihw, oi, x) used for export and initialization.
 struct Parameter {

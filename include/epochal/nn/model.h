@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -40,9 +41,19 @@ class Model {
   // Runs the forward pass and the loss on `labels.size()` samples. `images` holds
   // [B, C, H, W] floats in plain layout and must stay valid until Backward returns.
   BatchResult Forward(const StepContext& ctx, const float* images, std::span<const int32_t> labels);
+  // Called during Backward as soon as a layer's parameter gradients are final, with the
+  // range [first, end) of indices into parameters(); layers run last to first, so
+  // ranges arrive in decreasing order. Data-parallel training starts all-reducing them
+  // while the remaining layers run.
+  using GradientsReady = std::function<void(size_t first, size_t end)>;
+
   // Backward pass of the last Forward: parameter gradients of the loss
   // grad_scale * sum of per-sample losses (grad_scale = 1/global batch for a mean).
-  void Backward(const StepContext& ctx, float grad_scale);
+  void Backward(const StepContext& ctx, float grad_scale, const GradientsReady& ready = {});
+
+  // Makes every batch-norm layer normalize with statistics summed over all processes
+  // through `reducer` (synchronized batch norm). Null turns it off. Not owned.
+  void SetStatisticsReducer(StatisticsReducer* reducer);
   // Waits for every queued primitive.
   void Synchronize() { dnnl_.stream.wait(); }
 
@@ -74,6 +85,8 @@ class Model {
   std::vector<int64_t> input_dims_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
+  // parameters() index of each layer's first parameter, plus the total at the end.
+  std::vector<size_t> first_param_;
   Plan* last_plan_ = nullptr;
   std::span<const int32_t> last_labels_;
 };
