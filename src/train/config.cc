@@ -486,6 +486,13 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
     const Node n = v.Child(root, Field<E>(E::kTrainingFieldNumber), training);
     v.Positive(n, Field<T>(T::kEpochsFieldNumber), training.epochs());
     v.Positive(n, Field<T>(T::kBatchSizeFieldNumber), training.batch_size());
+    const std::string& scaling = training.lr_scaling();
+    if (!scaling.empty() && scaling != "none" && scaling != "linear") {
+      v.Fail(n, Field<T>(T::kLrScalingFieldNumber),
+             "must be \"none\" or \"linear\" (got \"" + scaling + "\")");
+    }
+    v.NonNegativeFinite(n, Field<T>(T::kWarmupEpochsFieldNumber), training.warmup_epochs());
+    v.NonNegative(n, Field<T>(T::kBucketBytesFieldNumber), training.bucket_bytes());
   }
   v.ThrowIfFailed();
 }

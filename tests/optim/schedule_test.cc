@@ -24,5 +24,18 @@ TEST(TimeDecayScheduleTest, ZeroDecayIsConstant) {
   EXPECT_EQ(schedule.LearningRate(1000000), 0.1);
 }
 
+
+TEST(TimeDecayScheduleTest, LinearScalingRampsOverTheWarmup) {
+  TimeDecaySchedule s(0.01, 0.0);
+  s.SetScaling(4.0, 100);
+  EXPECT_DOUBLE_EQ(s.LearningRate(0), 0.01);
+  EXPECT_DOUBLE_EQ(s.LearningRate(50), 0.01 * 2.5);
+  EXPECT_DOUBLE_EQ(s.LearningRate(100), 0.04);
+  EXPECT_DOUBLE_EQ(s.LearningRate(1000), 0.04);
+  TimeDecaySchedule d(0.01, 0.0004);
+  d.SetScaling(2.0, 0);
+  EXPECT_DOUBLE_EQ(d.LearningRate(10), 0.02 / (1.0 + 0.0004 * 10));
+}
+
 }  // namespace
 }  // namespace epochal::optim

@@ -18,9 +18,25 @@ class TimeDecaySchedule {
   TimeDecaySchedule(double initial_learning_rate, double decay)
       : initial_learning_rate_(initial_learning_rate), decay_(decay) {}
 
+  // Large-batch scaling (Goyal et al., 2017): multiply the rate by `factor` (N ranks
+  // under the linear rule), ramping the multiplier linearly from 1 to `factor` over the
+  // first `warmup_iterations` steps. factor >= 1; warmup_iterations >= 0.
+  void SetScaling(double factor, int64_t warmup_iterations) {
+    scale_ = factor;
+    warmup_iterations_ = warmup_iterations;
+  }
+  double Multiplier(int64_t iteration) const {
+    if (iteration < warmup_iterations_) {
+      return 1.0 + (scale_ - 1.0) * static_cast<double>(iteration) /
+                       static_cast<double>(warmup_iterations_);
+    }
+    return scale_;
+  }
+
   // The rate for the step that follows `iteration` completed steps.
   double LearningRate(int64_t iteration) const {
-    return initial_learning_rate_ / (1.0 + decay_ * static_cast<double>(iteration));
+    return initial_learning_rate_ * Multiplier(iteration) /
+           (1.0 + decay_ * static_cast<double>(iteration));
   }
 
   double initial_learning_rate() const { return initial_learning_rate_; }
@@ -29,6 +45,8 @@ class TimeDecaySchedule {
  private:
   double initial_learning_rate_;
   double decay_;
+  double scale_ = 1.0;
+  int64_t warmup_iterations_ = 0;
 };
 
 }  // namespace epochal::optim

@@ -99,6 +99,10 @@ class Sgd {
   // std::nullopt; the schedule keeps counting iterations underneath. Throws
   // epochal::InputError for a negative or non-finite rate.
   void SetLearningRateOverride(std::optional<double> learning_rate);
+  // See TimeDecaySchedule::SetScaling.
+  void SetLearningRateScaling(double factor, int64_t warmup_iterations) {
+    schedule_.SetScaling(factor, warmup_iterations);
+  }
   std::optional<double> learning_rate_override() const { return override_; }
 
   // 0.5 * weight_decay * sum of |w|^2 over params with apply_weight_decay.
