@@ -1,0 +1,160 @@
+// GradientBucketer: fuses parameter gradients into buckets and all-reduces each bucket
+// with MPI_Iallreduce while the backward pass is still producing the rest.
+//
+// Design. Backward produces the last layer's gradients first, so buckets are cut walking
+// the parameters from last to first: a bucket takes parameters until the next one would
+// push it past the byte threshold (a parameter larger than the threshold gets a bucket of
+// its own). As soon as every parameter of a bucket is marked ready its all-reduce starts
+// and overlaps the backward of the earlier layers. The last bucket (the first layers'
+// parameters) also carries a few `extras` floats, so the step's loss sum, correct count
+// and sample count reach every rank without a collective of their own.
+//
+// Why polling rather than a communication thread: Open MPI's TCP BTL moves bytes only
+// inside MPI calls, so a started MPI_Iallreduce makes no progress while the caller computes.
+// A progress thread would need MPI_THREAD_MULTIPLE, which Debian's Open MPI supports but
+// serves by taking a lock around the BTL on every call, and it would take a core from
+// oneDNN's two threads on a 2-core node. Instead the trainer calls Poll() between layers'
+// backward passes: one MPI_Test per bucket in flight, a few microseconds, which advances
+// every outstanding all-reduce by whatever the sockets can take.
+//
+// Ordering. MPI requires every rank to start collectives on a communicator in the same
+// order. Buckets therefore start strictly in bucket order: a bucket that fills before an
+// earlier one waits until that one starts. Ranks may mark parameters in any order; the
+// sequence of MPI_Iallreduce calls is the same everywhere. The bucketer works on its own
+// duplicate of the communicator, so its collectives never interleave with other
+// collectives (a synchronized batch norm's, the coordinator's) on the original one.
+//
+// Every rank forms identical buckets: the layout depends only on the parameters' sizes,
+// their order and the threshold, which all replicas share (PlanBuckets is a pure
+// function).
+//
+// Timing, per step: allreduce_seconds() sums, over buckets, the time from a bucket's start
+// to the moment its completion was observed (by Poll or Wait); exposed_wait_seconds() is
+// the time Wait() spent blocked on MPI, the part of that time the step could not hide.
+// Wait() blocks only while some bucket is in flight, so exposed <= allreduce always holds.
+// The copy of the sums back into the gradients is reported separately (unpack_seconds).
+//
+// A solo (or single-rank) communicator does no MPI and no copies: gradients and extras
+// keep their values, and every time reads zero.
+//
+// Ownership: the gradient spans are borrowed and must outlive the bucketer; the fusion
+// buffers are owned. Non-copyable, non-movable (MPI holds pointers into the buffers while
+// a step is in flight). Thread safety: none; call from the thread that calls MPI.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "epochal/dist/communicator.h"
+
+namespace epochal::dist {
+
+// 4 MiB: large enough that per-message latency is small against transfer time on 10 GbE,
+// small enough that the first bucket starts early in backward.
+inline constexpr size_t kDefaultBucketBytes = size_t{4} << 20;
+
+// The bucket layout for parameters of `sizes` floats (registration order) under
+// `bucket_bytes`: bucket b lists its parameter indices in the order they were added
+// (descending). Every parameter appears in exactly one bucket. Pure; no MPI.
+std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size_t bucket_bytes);
+
+class GradientBucketer {
+ public:
+  // Collective (duplicates `comm`). `grads` in forward (registration) order; the spans
+  // must stay valid and keep their sizes for the bucketer's lifetime. `num_extras` floats
+  // ride at the end of the last bucket. Throws Error when a bucket exceeds INT_MAX floats
+  // (MPI's count limit).
+  GradientBucketer(const Communicator& comm, std::vector<std::span<float>> grads,
+                   size_t bucket_bytes = kDefaultBucketBytes, size_t num_extras = 0);
+  // If a step is still in flight (Wait was never reached, e.g. after an exception), the
+  // fusion buffer is deliberately leaked: MPI may still write into it, and freeing it
+  // would corrupt the heap; waiting could hang when other ranks have gone.
+  ~GradientBucketer();
+
+  GradientBucketer(const GradientBucketer&) = delete;
+  GradientBucketer& operator=(const GradientBucketer&) = delete;
+
+  // Starts a step: every parameter unmarked, timings zero. Throws Error when the previous
+  // step's all-reduces were started but not waited for.
+  void BeginStep();
+
+  // Parameter `param_index`'s gradient is final for this step. Copies it into its bucket
+  // (the gradient was just written, so it is still in cache) and starts every bucket
+  // that is now complete and next in order. After this call the caller must not write to
+  // that gradient until Wait returns. Throws Error for an index out of range or a
+  // parameter already marked in this step (both bugs).
+  void MarkReady(size_t param_index);
+
+  // Where the caller writes this step's extras; they are sent with the last bucket, so
+  // write them before marking that bucket's last parameter. After Wait they hold the sums
+  // over ranks. Solo: left as written.
+  std::span<float> extras() { return extras_; }
+
+  // Drives MPI progress: MPI_Test on every bucket in flight. Call between layers.
+  void Poll();
+
+  // Completes the step: waits for every bucket, then writes the sums into the gradients.
+  // Throws Error naming the first parameter not marked ready (before blocking; the step
+  // stays open so the caller may mark it and call Wait again).
+  void Wait();
+
+  size_t num_params() const { return params_.size(); }
+  size_t num_buckets() const { return buckets_.size(); }
+  // Parameter indices of bucket `b`, in the order they were added (descending).
+  std::span<const size_t> bucket_params(size_t b) const { return buckets_.at(b).params; }
+  // Floats bucket `b` sends, extras included.
+  size_t bucket_floats(size_t b) const { return buckets_.at(b).floats; }
+  size_t bucket_of(size_t param_index) const { return params_.at(param_index).bucket; }
+
+  // This step's timings (see the file comment); valid after Wait.
+  double exposed_wait_seconds() const { return exposed_wait_seconds_; }
+  double allreduce_seconds() const { return allreduce_seconds_; }
+  double unpack_seconds() const { return unpack_seconds_; }
+  // 1 - exposed / allreduce, clamped to [0, 1]; 0 when nothing was all-reduced.
+  double hidden_fraction() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  struct Param {
+    std::span<float> grad;
+    size_t bucket = 0;
+    size_t offset = 0;  // floats from the start of the bucket's buffer
+  };
+  struct Bucket {
+    std::vector<size_t> params;  // in the order added (descending index)
+    size_t offset = 0;           // floats from the start of buffer_
+    size_t floats = 0;           // extras included
+    // Per step.
+    size_t unready = 0;
+    bool started = false;
+    bool completed = false;
+    Clock::time_point start_time;
+  };
+
+  bool Active() const { return !comm_.solo() && comm_.size() > 1; }
+  void StartReadyBuckets();
+  void Complete(size_t bucket, Clock::time_point now);
+  void Unpack(size_t bucket);
+
+  Communicator comm_;
+  std::vector<Param> params_;
+  std::vector<Bucket> buckets_;
+  std::vector<float> buffer_;  // every bucket, back to back; the extras last
+  std::span<float> extras_;
+  std::vector<MPI_Request> requests_;   // one per bucket; MPI_REQUEST_NULL when idle
+  std::vector<int> completed_indices_;  // scratch for MPI_Waitsome
+  std::vector<char> marked_;            // per parameter, this step
+  size_t next_to_start_ = 0;            // buckets start in index order
+  size_t in_flight_ = 0;
+  bool step_open_ = true;
+  double exposed_wait_seconds_ = 0;
+  double allreduce_seconds_ = 0;
+  double unpack_seconds_ = 0;
+};
+
+}  // namespace epochal::dist

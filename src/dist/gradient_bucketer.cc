@@ -1,0 +1,206 @@
+#include "epochal/dist/gradient_bucketer.h"
+
+#include <algorithm>
+#include <climits>
+#include <utility>
+
+#include "epochal/core/error.h"
+#include "epochal/dist/mpi_check.h"
+
+namespace epochal::dist {
+namespace {
+
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace
+
+std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size_t bucket_bytes) {
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<size_t> current;
+  size_t current_bytes = 0;
+  for (size_t i = sizes.size(); i-- > 0;) {
+    const size_t bytes = sizes[i] * sizeof(float);
+    if (!current.empty() && current_bytes + bytes > bucket_bytes) {
+      buckets.push_back(std::move(current));
+      current.clear();
+      current_bytes = 0;
+    }
+    current.push_back(i);
+    current_bytes += bytes;
+  }
+  if (!current.empty()) buckets.push_back(std::move(current));
+  return buckets;
+}
+
+GradientBucketer::GradientBucketer(const Communicator& comm, std::vector<std::span<float>> grads,
+                                   size_t bucket_bytes, size_t num_extras)
+    : comm_(comm.Duplicate()) {
+  std::vector<size_t> sizes(grads.size());
+  params_.resize(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    sizes[i] = grads[i].size();
+    params_[i].grad = grads[i];
+  }
+  std::vector<std::vector<size_t>> plan = PlanBuckets(sizes, bucket_bytes);
+  // Without parameters the extras still need a bucket; Wait starts it.
+  if (plan.empty() && num_extras > 0) plan.emplace_back();
+
+  buckets_.resize(plan.size());
+  size_t total = 0;
+  for (size_t b = 0; b < plan.size(); ++b) {
+    Bucket& bucket = buckets_[b];
+    bucket.params = std::move(plan[b]);
+    bucket.offset = total;
+    for (size_t p : bucket.params) {
+      params_[p].bucket = b;
+      params_[p].offset = bucket.floats;
+      bucket.floats += sizes[p];
+    }
+    if (b + 1 == plan.size()) bucket.floats += num_extras;
+    EPOCHAL_CHECK(bucket.floats <= static_cast<size_t>(INT_MAX), "gradient bucket ", b, " holds ",
+                  bucket.floats, " floats, more than one MPI_Iallreduce can send");
+    total += bucket.floats;
+  }
+  // Solo or single-rank: nothing is sent, so only the extras need storage.
+  if (Active()) {
+    buffer_.assign(total, 0.0f);
+    extras_ = std::span<float>(buffer_).subspan(total - num_extras, num_extras);
+  } else {
+    buffer_.assign(num_extras, 0.0f);
+    extras_ = std::span<float>(buffer_);
+  }
+  requests_.assign(buckets_.size(), MPI_REQUEST_NULL);
+  completed_indices_.assign(buckets_.size(), 0);
+  marked_.assign(params_.size(), 0);
+  BeginStep();
+}
+
+GradientBucketer::~GradientBucketer() {
+  if (in_flight_ > 0) {
+    // See the header: MPI may still write into the buffer.
+    new std::vector<float>(std::move(buffer_));
+  }
+}
+
+void GradientBucketer::BeginStep() {
+  EPOCHAL_CHECK(!step_open_ || next_to_start_ == 0,
+                "GradientBucketer::BeginStep: the previous step's all-reduces were started "
+                "but never waited for");
+  std::fill(marked_.begin(), marked_.end(), 0);
+  for (Bucket& bucket : buckets_) {
+    bucket.unready = bucket.params.size();
+    bucket.started = false;
+    bucket.completed = false;
+  }
+  next_to_start_ = 0;
+  in_flight_ = 0;
+  step_open_ = true;
+  exposed_wait_seconds_ = 0;
+  allreduce_seconds_ = 0;
+  unpack_seconds_ = 0;
+}
+
+void GradientBucketer::MarkReady(size_t param_index) {
+  EPOCHAL_CHECK(step_open_, "GradientBucketer::MarkReady after Wait; call BeginStep first");
+  EPOCHAL_CHECK(param_index < params_.size(), "parameter ", param_index, " of ", params_.size());
+  EPOCHAL_CHECK(!marked_[param_index], "parameter ", param_index,
+                " marked ready twice in one step");
+  marked_[param_index] = 1;
+  const Param& param = params_[param_index];
+  Bucket& bucket = buckets_[param.bucket];
+  if (Active()) {
+    std::copy(param.grad.begin(), param.grad.end(),
+              buffer_.begin() + static_cast<std::ptrdiff_t>(bucket.offset + param.offset));
+  }
+  if (--bucket.unready == 0) StartReadyBuckets();
+}
+
+void GradientBucketer::StartReadyBuckets() {
+  // In bucket order only, so every rank issues the same sequence of collectives whatever
+  // order its parameters were marked in.
+  while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].unready == 0) {
+    Bucket& bucket = buckets_[next_to_start_];
+    bucket.started = true;
+    if (Active()) {
+      bucket.start_time = Clock::now();
+      EPOCHAL_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer_.data() + bucket.offset,
+                                       static_cast<int>(bucket.floats), MPI_FLOAT, MPI_SUM,
+                                       comm_.comm(), &requests_[next_to_start_]));
+      ++in_flight_;
+    } else {
+      bucket.completed = true;
+    }
+    ++next_to_start_;
+  }
+}
+
+void GradientBucketer::Complete(size_t bucket, Clock::time_point now) {
+  Bucket& b = buckets_[bucket];
+  b.completed = true;
+  allreduce_seconds_ += Seconds(now - b.start_time);
+  --in_flight_;
+}
+
+void GradientBucketer::Unpack(size_t bucket) {
+  const Bucket& b = buckets_[bucket];
+  for (size_t p : b.params) {
+    const Param& param = params_[p];
+    const auto src = buffer_.begin() + static_cast<std::ptrdiff_t>(b.offset + param.offset);
+    std::copy(src, src + static_cast<std::ptrdiff_t>(param.grad.size()), param.grad.begin());
+  }
+}
+
+void GradientBucketer::Poll() {
+  if (in_flight_ == 0) return;
+  for (size_t b = 0; b < next_to_start_; ++b) {
+    if (!buckets_[b].started || buckets_[b].completed) continue;
+    int done = 0;
+    EPOCHAL_MPI_CHECK(MPI_Test(&requests_[b], &done, MPI_STATUS_IGNORE));
+    if (done) Complete(b, Clock::now());
+  }
+}
+
+void GradientBucketer::Wait() {
+  EPOCHAL_CHECK(step_open_, "GradientBucketer::Wait called twice; call BeginStep first");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!marked_[i]) {
+      throw Error(::epochal::detail::StrCat("GradientBucketer::Wait: parameter ", i, " (bucket ",
+                                            params_[i].bucket, ") was not marked ready this step"));
+    }
+  }
+  StartReadyBuckets();  // a bucket without parameters (extras only) starts here
+  if (Active()) {
+    Clock::duration exposed{};
+    Clock::duration unpack{};
+    // Buckets Poll saw complete are unpacked first; then each wait returns some buckets,
+    // unpacked while the rest are still on the wire.
+    Clock::time_point t0 = Clock::now();
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (buckets_[b].completed) Unpack(b);
+    }
+    unpack += Clock::now() - t0;
+    while (in_flight_ > 0) {
+      int count = 0;
+      const Clock::time_point before = Clock::now();
+      EPOCHAL_MPI_CHECK(MPI_Waitsome(static_cast<int>(requests_.size()), requests_.data(), &count,
+                                     completed_indices_.data(), MPI_STATUSES_IGNORE));
+      const Clock::time_point after = Clock::now();
+      exposed += after - before;
+      for (int k = 0; k < count; ++k) Complete(static_cast<size_t>(completed_indices_[k]), after);
+      for (int k = 0; k < count; ++k) Unpack(static_cast<size_t>(completed_indices_[k]));
+      unpack += Clock::now() - after;
+    }
+    exposed_wait_seconds_ = Seconds(exposed);
+    unpack_seconds_ = Seconds(unpack);
+  }
+  step_open_ = false;
+}
+
+double GradientBucketer::hidden_fraction() const {
+  if (allreduce_seconds_ <= 0) return 0.0;
+  return std::clamp(1.0 - exposed_wait_seconds_ / allreduce_seconds_, 0.0, 1.0);
+}
+
+}  // namespace epochal::dist
