@@ -1,17 +1,22 @@
 // The epochal command-line tool: `epochal train`, `epochal evaluate`.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
+#include "epochal/dist/communicator.h"
+#include "epochal/dist/mpi_environment.h"
 #include "epochal/report/atomic_file.h"
 #include "epochal/report/classification_report.h"
 #include "epochal/report/console_reporter.h"
@@ -107,55 +112,122 @@ class WeightsSaver final : public train::TrainingObserver {
   std::string name_, path_;
 };
 
-int Train(int argc, char** argv) {
+// Thrown when start-up failed on some rank. Every rank throws it with the same exit
+// code; only the first failing rank carries the message, so the cause prints once.
+struct StartupFailure {
+  std::string message;  // Empty on every rank but the first failing one.
+  int exit_code;
+};
+
+// Runs `prepare` (reading the config and data: nothing collective) on every rank, then
+// agrees on the outcome in two small collectives, so a bad file on any one rank ends
+// every rank promptly instead of leaving the others blocked in their first collective.
+template <typename F>
+void AgreeOnStartup(const dist::Communicator& comm, F&& prepare) {
+  std::string error;
+  int code = 0;
+  try {
+    prepare();
+  } catch (const InputError& e) {
+    error = e.what();
+    code = 2;
+  } catch (const std::exception& e) {
+    error = e.what();
+    code = 1;
+  }
+  const int64_t worst = comm.AllreduceMax(code);
+  if (worst == 0) return;
+  const int64_t first = comm.AllreduceMin(code != 0 ? comm.rank() : comm.size());
+  if (comm.size() > 1 && !error.empty())
+    error = "rank " + std::to_string(comm.rank()) + ": " + error;
+  throw StartupFailure{first == comm.rank() ? error : "", static_cast<int>(worst)};
+}
+
+// With several ranks per node and no --threads, share the node's cores between them.
+void DefaultThreadsPerRank(const Flags& f) {
+  if (f.Has("threads")) return;
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+  if (ranks_here > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / ranks_here));
+}
+
+int Train(const dist::Communicator& comm, int argc, char** argv) {
   Flags f("epochal train",
           "Trains the model of --config on its data, validating after every epoch. Writes\n"
-          "history.json, history.csv, batches.csv, weights.pb and report.txt to --out.");
+          "history.json, history.csv, batches.csv, weights.pb and report.txt to --out.\n"
+          "Under mpirun/mpiexec (or srun) every rank trains a replica on its share of each\n"
+          "global batch; rank 0 prints and writes the files.");
   AddDataFlags(f);
   f.Value("epochs", "N", "number of epochs", "config's training.epochs");
-  f.Value("batch-size", "N", "samples per step", "config's training.batch_size");
+  f.Value("batch-size", "N", "samples per step and rank", "config's training.batch_size");
   f.Value("lr", "X", "initial learning rate", "config's optimizer.learning_rate");
   f.Value("seed", "S", "seed for initialization, shuffling and dropout", "config's seed");
   f.Value("out", "DIR", "output directory", "runs/<timestamp>");
   f.Value("limit-train", "N", "use only the first N training samples", "all");
+  f.Switch("sync-batch-norm", "synchronize batch-norm statistics over ranks");
+  f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
+  f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   if (!f.Parse(argc, argv, 2)) return 0;
-  const v1::ExperimentConfig config = LoadConfig(f);
+  DefaultThreadsPerRank(f);
 
-  const std::string out = f.Get("out").value_or(DefaultRunDir());
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) throw InputError("cannot create output directory " + out + ": " + ec.message());
-  std::string text;
-  google::protobuf::TextFormat::PrintToString(config, &text);
-  report::WriteTextFileAtomic(fs::path(out) / "config.textproto", text);
+  v1::ExperimentConfig config;
+  data::Dataset train_set, val_set;
+  std::string out;
+  AgreeOnStartup(comm, [&] {
+    config = LoadConfig(f);
+    if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
+    if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
+    if (comm.is_root()) {
+      out = f.Get("out").value_or(DefaultRunDir());
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      if (ec) throw InputError("cannot create output directory " + out + ": " + ec.message());
+      std::string text;
+      google::protobuf::TextFormat::PrintToString(config, &text);
+      report::WriteTextFileAtomic(fs::path(out) / "config.textproto", text);
+    }
+    train_set = LoadSplit(config, true);
+    val_set = LoadSplit(config, false);
+  });
+  if (comm.is_root()) {
+    std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
+              << val_set.size() << " validation samples from " << config.data().data_dir() << ", "
+              << comm.size() << (comm.size() == 1 ? " rank" : " ranks") << " x "
+              << omp_get_max_threads() << " threads, output in " << out << "\n";
+  }
 
-  const data::Dataset train_set = LoadSplit(config, true);
-  const data::Dataset val_set = LoadSplit(config, false);
-  std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
-            << val_set.size() << " validation samples from " << config.data().data_dir() << ", "
-            << omp_get_max_threads() << " threads, output in " << out << "\n";
-
-  train::Trainer trainer(config, train_set, val_set);
-  std::cout << trainer.model().Summary();
-  std::cout.flush();
+  train::Trainer trainer(config, train_set, val_set, &comm);
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
   report::ConsoleReporter console(std::cout, report::IsTerminal(stdout));
   report::RunFilesWriter files(out, class_names);
   WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
-  trainer.AddObserver(&console);
-  trainer.AddObserver(&saver);
-  trainer.AddObserver(&files);
+  std::optional<train::StopAtStep> stop;
+  if (auto v = f.GetInt("stop-after-steps", 1)) stop.emplace(*v);
+  if (comm.is_root()) {
+    std::cout << trainer.model().Summary();
+    std::cout.flush();
+    trainer.AddObserver(&console);
+    trainer.AddObserver(&saver);
+    trainer.AddObserver(&files);
+    if (stop) trainer.SetControlSource(&*stop);
+  }
   trainer.Run();
   const train::EvalResult final_val = trainer.Evaluate(val_set);
-  std::cout << "\nClassification report (validation):\n"
-            << report::ClassificationReport(final_val.confusion, class_names)
-            << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
-            << "weights.pb}\n";
+  if (comm.size() > 1) {
+    EPOCHAL_LOG(kInfo, "rank ", comm.rank(), ": finished after global step ", trainer.global_step(),
+                trainer.stopped() ? " (stopped by control word)" : "");
+  }
+  if (comm.is_root()) {
+    std::cout << "\nClassification report (validation):\n"
+              << report::ClassificationReport(final_val.confusion, class_names)
+              << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
+              << "weights.pb}\n";
+  }
   return 0;
 }
 
-int Evaluate(int argc, char** argv) {
+int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   Flags f("epochal evaluate",
           "Evaluates saved weights on the validation split of --config and prints the loss,\n"
           "the accuracy and a per-class report.");
@@ -167,15 +239,17 @@ int Evaluate(int argc, char** argv) {
   const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
   if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
   const data::Dataset val_set = LoadSplit(config, false);
-  train::Trainer trainer(config, val_set, val_set);
+  train::Trainer trainer(config, val_set, val_set, &comm);
   train::LoadWeights(trainer.model(), *weights);
   const train::EvalResult r = trainer.Evaluate(val_set);
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
-  char line[160];
-  std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
-                r.accuracy, static_cast<long long>(r.count));
-  std::cout << line << report::ClassificationReport(r.confusion, class_names);
+  if (comm.is_root()) {
+    char line[160];
+    std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
+                  r.accuracy, static_cast<long long>(r.count));
+    std::cout << line << report::ClassificationReport(r.confusion, class_names);
+  }
   return 0;
 }
 
@@ -185,22 +259,47 @@ int Evaluate(int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace epochal;
   const std::string command = argc > 1 ? argv[1] : "";
+  // MPI only when a launcher started us: a plain `epochal train` needs no MPI at all.
+  std::optional<dist::MpiEnvironment> mpi;
+  std::optional<dist::Communicator> comm;
   try {
-    if (command == "train") return apps::Train(argc, argv);
-    if (command == "evaluate") return apps::Evaluate(argc, argv);
-    if (command == "--help" || command == "-h" || command == "help") {
-      std::cout << apps::kUsage;
-      return 0;
-    }
-    std::cerr << (command.empty() ? "epochal: no command given\n"
-                                  : "epochal: unknown command '" + command + "'\n")
-              << apps::kUsage;
-    return 2;
-  } catch (const InputError& e) {
-    std::cerr << "epochal " << command << ": error: " << e.what() << "\n";
-    return 2;
+    if (dist::MpiEnvironment::LaunchedByMpi()) mpi.emplace(&argc, &argv);
+    comm.emplace(dist::Communicator::WorldOrSolo());
   } catch (const std::exception& e) {
-    std::cerr << "epochal " << command << ": error: " << e.what() << "\n";
+    std::cerr << "epochal: cannot start MPI: " << e.what() << "\n";
     return 1;
   }
+  const std::string who =
+      comm->size() > 1 ? " (rank " + std::to_string(comm->rank()) + ")" : std::string();
+  int code = 0;
+  std::string error;
+  try {
+    if (command == "train") return apps::Train(*comm, argc, argv);
+    if (command == "evaluate") return apps::Evaluate(*comm, argc, argv);
+    if (command == "--help" || command == "-h" || command == "help") {
+      if (comm->is_root()) std::cout << apps::kUsage;
+      return 0;
+    }
+    if (comm->is_root()) {
+      std::cerr << (command.empty() ? "epochal: no command given\n"
+                                    : "epochal: unknown command '" + command + "'\n")
+                << apps::kUsage;
+    }
+    return 2;
+  } catch (const apps::StartupFailure& f) {
+    // Every rank agreed on the failure; the first failing rank says why.
+    if (!f.message.empty()) std::cerr << "epochal " << command << ": error: " << f.message << "\n";
+    return f.exit_code;
+  } catch (const InputError& e) {
+    error = e.what();
+    code = 2;
+  } catch (const std::exception& e) {
+    error = e.what();
+    code = 1;
+  }
+  std::cerr << "epochal " << command << who << ": error: " << error << "\n";
+  // A failure on one rank after start-up would leave the others blocked in their next
+  // collective: end the whole job now.
+  if (comm->size() > 1) comm->Abort(code);
+  return code;
 }

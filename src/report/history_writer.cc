@@ -75,7 +75,40 @@ std::string HistoryJson(const train::History& history, int indent) {
     for (size_t i = 0; i < values.size(); ++i) json.Key(kEpochColumns[i + 1]).Number(values[i]);
     json.Key(kEpochColumns[14]).BeginArray();
     for (const std::string& finding : e.findings) json.String(finding);
-    json.EndArray().EndObject();
+    json.EndArray();
+    if (!e.rank_timings.empty()) {
+      json.Key("rank_timings").BeginArray();
+      for (const auto& t : e.rank_timings) {
+        json.BeginObject()
+            .Key("step_ms")
+            .Number(t.step_ms)
+            .Key("data_ms")
+            .Number(t.data_ms)
+            .Key("compute_ms")
+            .Number(t.compute_ms)
+            .Key("allreduce_wait_ms")
+            .Number(t.allreduce_wait_ms)
+            .Key("allreduce_ms")
+            .Number(t.allreduce_ms)
+            .EndObject();
+      }
+      json.EndArray();
+    }
+    if (!e.replica_hashes.empty()) {
+      json.Key("replica_hashes").BeginArray();
+      for (const std::string& h : e.replica_hashes) json.String(h);
+      json.EndArray();
+    }
+    json.EndObject();
+  }
+  json.EndArray();
+
+  json.Key("world_size").Int(history.world_size);
+  json.Key("control_events").BeginArray();
+  for (const train::ControlEvent& c : history.control_events) {
+    json.BeginObject().Key("step").Int(c.step).Key("action").String(c.action);
+    if (c.action == "set_learning_rate") json.Key("learning_rate").Number(c.learning_rate);
+    json.EndObject();
   }
   json.EndArray();
 

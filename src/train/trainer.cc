@@ -2,22 +2,37 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <thread>
 
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/sampler.h"
+#include "epochal/dist/gradient_bucketer.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/train/config.h"
 
 namespace epochal::train {
 namespace {
 
-double Seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
 }
 
 // Batches used for validation; inference results do not depend on the batch size.
 constexpr int64_t kEvalBatchSize = 128;
+
+// What rides in the last gradient bucket besides gradients.
+enum Extra : size_t {
+  kLossSum = 0,
+  kCorrect,
+  kCount,
+  kControlAction,  // Rank 0's control word; every other rank contributes zeros.
+  kControlRate,
+  kNumExtras,
+};
 
 optim::SgdOptions SgdOptionsFrom(const v1::OptimizerConfig& o) {
   optim::SgdOptions s;
@@ -29,7 +44,32 @@ optim::SgdOptions SgdOptionsFrom(const v1::OptimizerConfig& o) {
   return s;
 }
 
+const char* ControlActionName(int32_t action) {
+  switch (action) {
+    case dist::ControlWord::kPause:
+      return "pause";
+    case dist::ControlWord::kStop:
+      return "stop";
+    case dist::ControlWord::kSetLearningRate:
+      return "set_learning_rate";
+    case dist::ControlWord::kCheckpoint:
+      return "checkpoint";
+    default:
+      return "continue";
+  }
+}
+
 }  // namespace
+
+// Synchronized batch norm's reductions, over the trainer's communicator.
+class Trainer::Reducer final : public nn::StatisticsReducer {
+ public:
+  explicit Reducer(const dist::Communicator& comm) : comm_(comm) {}
+  void AllreduceSum(std::span<double> values) override { comm_.AllreduceSum(values); }
+
+ private:
+  const dist::Communicator& comm_;
+};
 
 void CheckDatasetMatchesModel(const data::Dataset& dataset, const v1::ModelSpec& spec) {
   const auto& in = spec.input();
@@ -47,61 +87,201 @@ void CheckDatasetMatchesModel(const data::Dataset& dataset, const v1::ModelSpec&
 }
 
 Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_set,
-                 const data::Dataset& val_set)
-    : config_(config), train_set_(train_set), val_set_(val_set) {
+                 const data::Dataset& val_set, const dist::Communicator* comm)
+    : config_(config),
+      train_set_(train_set),
+      val_set_(val_set),
+      solo_(dist::Communicator::Solo()),
+      comm_(comm != nullptr ? comm : &solo_) {
   history_.config_json = ConfigToJson(config_);
+  history_.world_size = comm_->size();
   CheckDatasetMatchesModel(train_set_, config_.model());
   CheckDatasetMatchesModel(val_set_, config_.model());
-  const int64_t batch = config_.training().batch_size();
-  model_ = std::make_unique<nn::Model>(config_.model(), batch, config_.training().seed());
+  const auto& t = config_.training();
+  const int64_t world = comm_->size();
+  if (t.fixed_global_batch()) {
+    global_batch_ = t.batch_size();
+    per_rank_batch_ = (global_batch_ + world - 1) / world;
+  } else {
+    per_rank_batch_ = t.batch_size();
+    global_batch_ = per_rank_batch_ * world;
+  }
+  model_ = std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed());
+  if (t.sync_batch_norm() && world > 1) {
+    reducer_ = std::make_unique<Reducer>(*comm_);
+    model_->SetStatisticsReducer(reducer_.get());
+  }
   std::vector<optim::ParamView> views;
+  std::vector<std::span<float>> grads;
   for (nn::Parameter* p : model_->parameters()) {
     views.push_back({p->name, nn::Span(p->value), nn::Span(p->grad), p->apply_weight_decay});
+    grads.push_back(nn::Span(p->grad));
   }
   sgd_ = std::make_unique<optim::Sgd>(SgdOptionsFrom(config_.optimizer()), std::move(views));
-  const int64_t max_batch = std::max(batch, kEvalBatchSize);
+  if (t.lr_scaling() == "linear" && world > 1) {
+    const data::EpochSampler sampler(train_set_.size(), global_batch_, t.drop_last());
+    const auto warmup = static_cast<int64_t>(
+        std::llround(t.warmup_epochs() * static_cast<double>(sampler.num_batches())));
+    sgd_->SetLearningRateScaling(static_cast<double>(world), warmup);
+  }
+  const auto bucket_bytes =
+      t.bucket_bytes() > 0 ? static_cast<size_t>(t.bucket_bytes()) : dist::kDefaultBucketBytes;
+  bucketer_ = std::make_unique<dist::GradientBucketer>(*comm_, std::move(grads), bucket_bytes,
+                                                       static_cast<size_t>(kNumExtras));
+  if (world > 1) BroadcastState();
+  const int64_t max_batch = std::max(per_rank_batch_, kEvalBatchSize);
   images_.resize(static_cast<size_t>(max_batch * train_set_.sample_size()));
   labels_.resize(static_cast<size_t>(max_batch));
 }
 
 Trainer::~Trainer() = default;
 
+void Trainer::BroadcastState() {
+  for (nn::Parameter* p : model_->parameters()) {
+    std::vector<float> plain = nn::ToPlain(model_->dnnl(), p->value);
+    comm_->Broadcast(std::span<float>(plain));
+    if (!comm_->is_root()) nn::FromPlain(model_->dnnl(), plain, p->value);
+  }
+  for (nn::StateBuffer* s : model_->state()) comm_->Broadcast(std::span<float>(s->value));
+  for (size_t i = 0; i < sgd_->size(); ++i) comm_->Broadcast(sgd_->velocity(i));
+}
+
+void Trainer::AverageRunningStatistics() {
+  const float inv = 1.0f / static_cast<float>(comm_->size());
+  for (nn::StateBuffer* s : model_->state()) {
+    comm_->AllreduceSum(std::span<float>(s->value));
+    for (float& v : s->value) v *= inv;
+  }
+}
+
+std::string Trainer::WeightsHash() {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto add = [&h](const float* data, size_t n) {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n * sizeof(float); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+  };
+  for (nn::Parameter* p : model_->parameters()) {
+    const std::vector<float> plain = nn::ToPlain(model_->dnnl(), p->value);
+    add(plain.data(), plain.size());
+  }
+  for (nn::StateBuffer* s : model_->state()) add(s->value.data(), s->value.size());
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
+  if (word.action == dist::ControlWord::kContinue) return;
+  ControlEvent event{step + 1, ControlActionName(word.action), word.learning_rate};
+  switch (word.action) {
+    case dist::ControlWord::kStop:
+      stopped_ = true;
+      break;
+    case dist::ControlWord::kSetLearningRate:
+      sgd_->SetLearningRateOverride(word.learning_rate);
+      break;
+    case dist::ControlWord::kPause: {
+      history_.control_events.push_back(event);
+      for (auto* o : observers_) o->OnControl(event);
+      // Wait at the step boundary until rank 0's source says otherwise; every rank
+      // receives the same sequence of words.
+      dist::ControlWord next = word;
+      while (next.action == dist::ControlWord::kPause) {
+        if (comm_->is_root()) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          next = control_ != nullptr ? control_->Poll(step + 1) : dist::ControlWord{};
+        }
+        next = dist::SyncControlWord(*comm_, next);
+      }
+      event = ControlEvent{step + 1, "resume", 0.0};
+      history_.control_events.push_back(event);
+      for (auto* o : observers_) o->OnControl(event);
+      ApplyControl(next, step);
+      return;
+    }
+    default:
+      break;
+  }
+  history_.control_events.push_back(event);
+  for (auto* o : observers_) o->OnControl(event);
+}
+
 void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
   const auto& t = config_.training();
-  data::EpochSampler sampler(train_set_.size(), t.batch_size(), t.drop_last());
+  const int rank = comm_->rank(), world = comm_->size();
+  data::EpochSampler sampler(train_set_.size(), global_batch_, t.drop_last());
   sampler.Shuffle(t.seed(), epoch);
-  if (sampler.dropped() > 0) {
+  if (sampler.dropped() > 0 && comm_->is_root()) {
     EPOCHAL_LOG(kInfo, "epoch ", epoch, ": drop_last skips ", sampler.dropped(),
                 " samples (a different set each epoch)");
   }
   for (auto* o : observers_) o->OnEpochStart(epoch, t.epochs(), sampler.samples_per_epoch());
 
-  const double start = Seconds();
-  double loss_sum = 0.0;
-  int64_t correct = 0, seen = 0;
+  const auto params = model_->parameters();
+  const auto ready = [this](size_t first, size_t end) {
+    for (size_t i = end; i-- > first;) bucketer_->MarkReady(i);
+    bucketer_->Poll();
+  };
+  const Clock::time_point epoch_start = Clock::now();
+  double loss_sum = 0.0, data_s = 0.0, compute_s = 0.0, wait_s = 0.0, allreduce_s = 0.0;
+  int64_t correct = 0, seen = 0, steps = 0;
   const double l2 = config_.optimizer().weight_decay() > 0 ? 1.0 : 0.0;
-  for (int64_t b = 0; b < sampler.num_batches(); ++b) {
-    const std::span<const int64_t> ids = sampler.Batch(b);
+  for (int64_t b = 0; b < sampler.num_batches() && !stopped_; ++b) {
+    const Clock::time_point t0 = Clock::now();
+    const std::span<const int64_t> global_ids = sampler.Batch(b);
+    const std::span<const int64_t> ids = data::Shard(global_ids, rank, world);
     const auto n = static_cast<int64_t>(ids.size());
     data::GatherBatch(train_set_, ids, images_.data(), labels_.data());
+    const Clock::time_point t1 = Clock::now();
+
+    bucketer_->BeginStep();
+    dist::ControlWord word;
+    if (comm_->is_root() && control_ != nullptr) word = control_->Poll(global_step_ + 1);
     nn::StepContext ctx{nn::Mode::kTrain, t.seed(), epoch, ids};
     const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
     // The rate this step uses, read before Step() advances the schedule.
     const double lr = sgd_->CurrentLearningRate();
-    const nn::BatchResult r = model_->Forward(ctx, images_.data(), labels);
-    double batch_loss = r.loss_sum / static_cast<double>(n);
+    nn::BatchResult r;
+    if (n > 0) r = model_->Forward(ctx, images_.data(), labels);
+    std::span<float> extras = bucketer_->extras();
+    extras[kLossSum] = static_cast<float>(r.loss_sum);
+    extras[kCorrect] = static_cast<float>(r.correct);
+    extras[kCount] = static_cast<float>(n);
+    extras[kControlAction] = static_cast<float>(word.action);
+    extras[kControlRate] = static_cast<float>(word.learning_rate);
+    const float grad_scale = 1.0f / static_cast<float>(global_ids.size());
+    if (n > 0) {
+      model_->Backward(ctx, grad_scale, ready);
+    } else {  // A global batch smaller than the rank count leaves this rank idle.
+      for (nn::Parameter* p : params)
+        std::fill_n(nn::Data(p->grad), nn::Span(p->grad).size(), 0.0f);
+      ready(0, params.size());
+    }
+    const Clock::time_point t2 = Clock::now();
+    bucketer_->Wait();
+    const Clock::time_point t3 = Clock::now();
+
+    // Global sums of this step (exact in float: counts are small integers).
+    const double step_loss = world == 1 ? r.loss_sum : extras[kLossSum];
+    const auto step_correct = world == 1 ? r.correct : static_cast<int64_t>(extras[kCorrect]);
+    const auto step_count = static_cast<int64_t>(global_ids.size());
+    double batch_loss = step_loss / static_cast<double>(step_count);
     if (l2 > 0) batch_loss += sgd_->L2Penalty();
     if (!std::isfinite(batch_loss)) {
       throw Error(detail::StrCat("loss became ", batch_loss, " at epoch ", epoch, ", step ", b + 1,
                                  " (global step ", global_step_ + 1,
                                  "); lower the learning rate or check the data"));
     }
-    model_->Backward(ctx, 1.0f / static_cast<float>(n));
     sgd_->Step();
     ++global_step_;
-    loss_sum += batch_loss * static_cast<double>(n);
-    correct += r.correct;
-    seen += n;
+    ++steps;
+    loss_sum += batch_loss * static_cast<double>(step_count);
+    correct += step_correct;
+    seen += step_count;
+    data_s += Seconds(t0, t1);
+    compute_s += Seconds(t1, t2);
+    wait_s += Seconds(t2, t3);
+    allreduce_s += bucketer_->allreduce_seconds();
 
     StepEvent ev;
     ev.epoch = epoch;
@@ -118,23 +298,55 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     history_.batches.push_back({ev.epoch_progress, batch_loss, lr});
     for (auto* o : observers_) o->OnStep(ev);
     record->lr = lr;
+
+    dist::ControlWord received;
+    received.action = static_cast<int32_t>(std::lround(extras[kControlAction]));
+    received.learning_rate = extras[kControlRate];
+    received.step = global_step_;
+    ApplyControl(received, global_step_);
   }
-  record->seconds = Seconds() - start;
-  record->loss = loss_sum / static_cast<double>(seen);
-  record->accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+  record->seconds = Seconds(epoch_start, Clock::now());
+  record->loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0.0;
+  record->accuracy = seen > 0 ? static_cast<double>(correct) / static_cast<double>(seen) : 0.0;
   record->images_per_second = static_cast<double>(seen) / record->seconds;
+
+  // Per-rank timings, gathered on rank 0.
+  const double k = steps > 0 ? 1000.0 / static_cast<double>(steps) : 0.0;
+  const double mine[] = {(data_s + compute_s + wait_s) * k, data_s * k, compute_s * k, wait_s * k,
+                         allreduce_s * k};
+  std::vector<double> all;
+  comm_->Gather(mine, &all);
+  for (size_t i = 0; i + 4 < all.size(); i += 5) {
+    record->rank_timings.push_back({all[i], all[i + 1], all[i + 2], all[i + 3], all[i + 4]});
+  }
 }
 
 const History& Trainer::Run() {
   const int epochs = config_.training().epochs();
   EvalResult val;
-  for (int epoch = 1; epoch <= epochs; ++epoch) {
+  for (int epoch = 1; epoch <= epochs && !stopped_; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
+    if (comm_->size() > 1 && !config_.training().sync_batch_norm()) AverageRunningStatistics();
     val = Evaluate(val_set_);
     record.val_loss = val.loss;
     record.val_accuracy = val.accuracy;
+    if (comm_->size() > 1) {
+      const uint64_t h = std::stoull(WeightsHash(), nullptr, 16);
+      const double halves[] = {static_cast<double>(h >> 32), static_cast<double>(h & 0xffffffffu)};
+      std::vector<double> all;
+      comm_->Gather(halves, &all);
+      for (size_t i = 0; i + 1 < all.size(); i += 2) {
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%08llx%08llx", static_cast<unsigned long long>(all[i]),
+                      static_cast<unsigned long long>(all[i + 1]));
+        record.replica_hashes.push_back(hex);
+        if (record.replica_hashes.back() != record.replica_hashes.front()) {
+          EPOCHAL_LOG(kError, "epoch ", epoch, ": rank ", i / 2, "'s weights differ from rank 0's");
+        }
+      }
+    }
     history_.epochs.push_back(record);
     for (auto* o : observers_) o->OnEpochEnd(history_.epochs.back(), val, history_);
   }
@@ -146,28 +358,31 @@ EvalResult Trainer::Evaluate(const data::Dataset& dataset, nn::Mode mode) {
   const int64_t classes = model_->num_classes();
   EvalResult result;
   result.confusion.assign(static_cast<size_t>(classes * classes), 0);
+  const data::IndexRange shard = data::ShardRange(dataset.size(), comm_->rank(), comm_->size());
   std::vector<int64_t> ids(static_cast<size_t>(kEvalBatchSize));
-  double loss_sum = 0.0;
-  int64_t correct = 0;
-  for (int64_t begin = 0; begin < dataset.size(); begin += kEvalBatchSize) {
-    const int64_t n = std::min(kEvalBatchSize, dataset.size() - begin);
+  double sums[3] = {0.0, 0.0, 0.0};  // loss, correct, count
+  for (int64_t begin = shard.begin; begin < shard.end; begin += kEvalBatchSize) {
+    const int64_t n = std::min(kEvalBatchSize, shard.end - begin);
     for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = begin + i;
     const std::span<const int64_t> batch_ids(ids.data(), static_cast<size_t>(n));
     data::GatherBatch(dataset, batch_ids, images_.data(), labels_.data());
     nn::StepContext ctx{mode, config_.training().seed(), 0, batch_ids};
     const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
     const nn::BatchResult r = model_->Forward(ctx, images_.data(), labels);
-    loss_sum += r.loss_sum;
-    correct += r.correct;
+    sums[0] += r.loss_sum;
+    sums[1] += static_cast<double>(r.correct);
+    sums[2] += static_cast<double>(n);
     const auto predictions = model_->predictions();
     for (int64_t i = 0; i < n; ++i) {
       ++result.confusion[static_cast<size_t>(labels[static_cast<size_t>(i)] * classes +
                                              predictions[static_cast<size_t>(i)])];
     }
   }
-  result.count = dataset.size();
-  result.loss = loss_sum / static_cast<double>(dataset.size());
-  result.accuracy = static_cast<double>(correct) / static_cast<double>(dataset.size());
+  comm_->AllreduceSum(std::span<double>(sums));
+  comm_->AllreduceSum(std::span<int64_t>(result.confusion));
+  result.count = static_cast<int64_t>(sums[2]);
+  result.loss = sums[0] / sums[2];
+  result.accuracy = sums[1] / sums[2];
   return result;
 }
 

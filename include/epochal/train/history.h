@@ -44,6 +44,18 @@ struct EpochRecord {
   std::optional<double> aligned_train_loss;
   // Diagnosis findings raised this epoch, e.g. "TIMING: ...".
   std::vector<std::string> findings;
+  // Data-parallel runs: one entry per rank, in rank order.
+  struct RankTiming {
+    double step_ms = 0;            // Mean wall time of a step.
+    double data_ms = 0;            // Of which: gathering the batch.
+    double compute_ms = 0;         // Forward and backward.
+    double allreduce_wait_ms = 0;  // Exposed gradient all-reduce wait (not hidden).
+    double allreduce_ms = 0;       // All-reduce time from start to completion, hidden or not.
+  };
+  std::vector<RankTiming> rank_timings;
+  // Hash of each rank's weights and running statistics after the epoch (hex); all equal
+  // when the replicas agree.
+  std::vector<std::string> replica_hashes;
 };
 
 // One logged training step (global: all ranks combined).
@@ -56,9 +68,19 @@ struct BatchRecord {
   double lr = 0.0;
 };
 
+// A change made through the control word, recorded with the step it took effect at.
+struct ControlEvent {
+  int64_t step = 0;  // The first global step the change applies to.
+  std::string action;
+  double learning_rate = 0.0;
+};
+
 struct History {
   // The run's config, already rendered as a JSON object; empty when unknown.
   std::string config_json;
+  // Ranks in the job.
+  int world_size = 1;
+  std::vector<ControlEvent> control_events;
   std::vector<EpochRecord> epochs;
   std::vector<BatchRecord> batches;
 };

@@ -40,6 +40,8 @@ class TrainingObserver {
   virtual void OnEpochEnd(const EpochRecord& /*record*/, const EvalResult& /*validation*/,
                           const History& /*history*/) {}
   virtual void OnTrainingEnd(const History& /*history*/, const EvalResult& /*validation*/) {}
+  // A control word took effect (pause, resume, stop, new learning rate, checkpoint).
+  virtual void OnControl(const ControlEvent& /*event*/) {}
 };
 
 }  // namespace epochal::train

@@ -1,10 +1,15 @@
-// The single-process training loop: seeded shuffle, forward, backward, SGD step, and
-// validation after every epoch. Observers (console, history files, later metrics and
-// control) are told about every step and epoch.
+// The training loop, single-process or data-parallel over MPI.
 //
-// Every random choice is a pure function of (seed, epoch, sample id), so a run is
-// reproducible for a given thread count (oneDNN's reductions may order sums
-// differently with other thread counts).
+// Every rank runs the same model replica on its own contiguous share of each global
+// batch. Gradients are all-reduced in fusion buckets that start while backward is still
+// running (dist::GradientBucketer); the step's loss sum, correct count and sample count,
+// and rank 0's control word, ride in the last bucket, so a step costs no collective
+// beyond the gradient all-reduce. Validation is sharded over all ranks and its sums
+// reduced in double precision, so its result does not depend on the rank count.
+//
+// Collective contract: every rank constructs the Trainer and calls Run() / Evaluate()
+// in the same order with the same config. Every random choice is a pure function of
+// (seed, epoch, sample id), so a run is reproducible for a given rank and thread count.
 // Thread safety: a Trainer is driven by one thread.
 #pragma once
 
@@ -13,50 +18,108 @@
 #include <vector>
 
 #include "epochal/data/idx.h"
+#include "epochal/dist/communicator.h"
+#include "epochal/dist/control_word.h"
 #include "epochal/nn/model.h"
 #include "epochal/optim/sgd.h"
 #include "epochal/train/history.h"
 #include "epochal/train/observer.h"
 #include "epochal/v1/config.pb.h"
 
+namespace epochal::dist {
+class GradientBucketer;
+}
+
 namespace epochal::train {
+
+// Decides, on rank 0 at each step boundary, what every rank does next (the gRPC
+// control plane implements it; tests inject a stop at a given step).
+class ControlSource {
+ public:
+  virtual ~ControlSource() = default;
+  // Called on rank 0 before global step `step` (1-based) runs; the word takes effect on
+  // every rank once that step has finished.
+  virtual dist::ControlWord Poll(int64_t step) = 0;
+};
+
+// Stops the run after global step `step` (tests, and `--stop-after-steps`).
+class StopAtStep final : public ControlSource {
+ public:
+  explicit StopAtStep(int64_t step) : step_(step) {}
+  dist::ControlWord Poll(int64_t step) override {
+    dist::ControlWord w;
+    if (step == step_) w.action = dist::ControlWord::kStop;
+    w.step = step;
+    return w;
+  }
+
+ private:
+  int64_t step_;
+};
 
 class Trainer {
  public:
   // `config` must be validated (LoadExperimentConfig). The datasets must match the
-  // model's input shape and class count.
+  // model's input shape and class count. `comm` (not owned; null: single process)
+  // must outlive the trainer. Rank 0's initial weights are broadcast to every rank.
   Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_set,
-          const data::Dataset& val_set);
+          const data::Dataset& val_set, const dist::Communicator* comm = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Observers are not owned and must outlive Run().
+  // Observers are not owned and must outlive Run(). Usually attached on rank 0 only.
   void AddObserver(TrainingObserver* observer) { observers_.push_back(observer); }
+  // Consulted on rank 0 only; not owned.
+  void SetControlSource(ControlSource* source) { control_ = source; }
 
-  // Trains config.training.epochs epochs; returns the history. Throws Error (naming the
-  // step) if the loss stops being finite.
+  // Trains config.training.epochs epochs, or until a stop control word; returns the
+  // history (complete on every rank). Throws Error (naming the step) if the loss stops
+  // being finite.
   const History& Run();
 
-  // Mean loss, accuracy and confusion matrix of the model on `dataset` in `mode`.
+  // Mean loss, accuracy and confusion matrix of the model on `dataset` in `mode`, each
+  // rank evaluating its contiguous shard. A collective.
   EvalResult Evaluate(const data::Dataset& dataset, nn::Mode mode = nn::Mode::kInference);
+
+  // FNV-1a hash (hex) of this rank's parameters and running statistics in plain layout.
+  std::string WeightsHash();
 
   nn::Model& model() { return *model_; }
   optim::Sgd& optimizer() { return *sgd_; }
   const History& history() const { return history_; }
+  const dist::Communicator& comm() const { return *comm_; }
+  int64_t global_step() const { return global_step_; }
+  bool stopped() const { return stopped_; }
 
  private:
+  class Reducer;
   // One epoch of training; fills the training fields of `record`.
   void TrainEpoch(int epoch, EpochRecord* record);
+  // Applies the control word every rank received after step `step`.
+  void ApplyControl(const dist::ControlWord& word, int64_t step);
+  // Makes every rank's weights, running statistics and optimizer state rank 0's.
+  void BroadcastState();
+  // Averages running statistics over ranks (without synchronized batch norm each rank
+  // estimates them from its own samples).
+  void AverageRunningStatistics();
 
   v1::ExperimentConfig config_;
   const data::Dataset& train_set_;
   const data::Dataset& val_set_;
+  dist::Communicator solo_;
+  const dist::Communicator* comm_;
+  std::unique_ptr<Reducer> reducer_;
   std::unique_ptr<nn::Model> model_;
   std::unique_ptr<optim::Sgd> sgd_;
+  std::unique_ptr<dist::GradientBucketer> bucketer_;
   History history_;
   std::vector<TrainingObserver*> observers_;
+  ControlSource* control_ = nullptr;
   int64_t global_step_ = 0;
+  int64_t per_rank_batch_ = 0;
+  int64_t global_batch_ = 0;
+  bool stopped_ = false;
   // Per-step buffers, sized once for the largest batch.
   std::vector<float> images_;
   std::vector<int32_t> labels_;
