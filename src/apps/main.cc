@@ -234,7 +234,9 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   AddDataFlags(f);
   f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
   f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
+  f.Switch("json", "print one JSON object (full precision) instead of the report");
   if (!f.Parse(argc, argv, 2)) return 0;
+  DefaultThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
   const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
   if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
@@ -244,7 +246,14 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   const train::EvalResult r = trainer.Evaluate(val_set);
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
-  if (comm.is_root()) {
+  if (comm.is_root() && f.Has("json")) {
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "{\"val_loss\": %.17g, \"val_accuracy\": %.17g, \"samples\": %lld, "
+                  "\"ranks\": %d}\n",
+                  r.loss, r.accuracy, static_cast<long long>(r.count), comm.size());
+    std::cout << line;
+  } else if (comm.is_root()) {
     char line[160];
     std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
                   r.accuracy, static_cast<long long>(r.count));
