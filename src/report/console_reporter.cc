@@ -1,5 +1,7 @@
 #include "epochal/report/console_reporter.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "epochal/report/atomic_file.h"
@@ -26,7 +28,27 @@ void ConsoleReporter::OnEpochEnd(const train::EpochRecord& record, const train::
   if (bar_) bar_->Finish(last_.running_loss, last_.running_accuracy);
   bar_.reset();
   out_ << EpochSummaryLine(record, total_epochs_) << "\n";
+  if (record.rank_timings.size() > 1) out_ << RankTimingLine(record) << "\n";
   out_.flush();
+}
+
+std::string RankTimingLine(const train::EpochRecord& record) {
+  double step = 0, wait = 0, allreduce = 0, data = 0;
+  for (const auto& t : record.rank_timings) {
+    step += t.step_ms;
+    wait += t.allreduce_wait_ms;
+    allreduce += t.allreduce_ms;
+    data += t.data_ms;
+  }
+  const double n = static_cast<double>(record.rank_timings.size());
+  char line[240];
+  std::snprintf(line, sizeof line,
+                "  %zu ranks: step %.1f ms, data %.2f ms, exposed all-reduce wait %.2f ms "
+                "(%.1f%% of the step), all-reduce %.1f ms (%.0f%% hidden behind backward)",
+                record.rank_timings.size(), step / n, data / n, wait / n,
+                step > 0 ? 100.0 * wait / step : 0.0, allreduce / n,
+                allreduce > 0 ? 100.0 * std::max(0.0, 1.0 - wait / allreduce) : 0.0);
+  return line;
 }
 
 void RunFilesWriter::OnEpochEnd(const train::EpochRecord&, const train::EvalResult&,

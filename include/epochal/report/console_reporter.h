@@ -10,6 +10,10 @@
 
 namespace epochal::report {
 
+// "  2 ranks: step 61.2 ms, data 0.05 ms, exposed all-reduce wait 1.20 ms (2.0% of the
+// step), all-reduce 14.0 ms (91% hidden behind backward)": means over the ranks.
+std::string RankTimingLine(const train::EpochRecord& record);
+
 class ConsoleReporter final : public train::TrainingObserver {
  public:
   ConsoleReporter(std::ostream& out, bool interactive) : out_(out), interactive_(interactive) {}
