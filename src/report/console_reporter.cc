@@ -8,6 +8,7 @@
 #include "epochal/report/classification_report.h"
 #include "epochal/report/epoch_summary.h"
 #include "epochal/report/history_writer.h"
+#include "epochal/train/diagnosis.h"
 
 namespace epochal::report {
 
@@ -28,6 +29,8 @@ void ConsoleReporter::OnEpochEnd(const train::EpochRecord& record, const train::
   if (bar_) bar_->Finish(last_.running_loss, last_.running_accuracy);
   bar_.reset();
   out_ << EpochSummaryLine(record, total_epochs_) << "\n";
+  if (const std::string gap = train::GapLine(record); !gap.empty()) out_ << "  " << gap << "\n";
+  for (const std::string& finding : record.findings) out_ << "  " << finding << "\n";
   if (record.rank_timings.size() > 1) out_ << RankTimingLine(record) << "\n";
   out_.flush();
 }

@@ -76,6 +76,19 @@ std::string HistoryJson(const train::History& history, int indent) {
     json.Key(kEpochColumns[14]).BeginArray();
     for (const std::string& finding : e.findings) json.String(finding);
     json.EndArray();
+    // The shifted curve: L_run(e) describes the model about half an epoch earlier.
+    json.Key("shifted_epoch").Number(e.epoch - 0.5);
+    if (!e.dominant_term.empty()) json.Key("dominant_term").String(e.dominant_term);
+    const auto vec = [&json](const char* key, const std::vector<double>& v) {
+      if (v.empty()) return;
+      json.Key(key).BeginArray();
+      for (double x : v) json.Number(x);
+      json.EndArray();
+    };
+    vec("val_class_loss", e.val_class_loss);
+    vec("val_class_accuracy", e.val_class_accuracy);
+    vec("probe_class_loss", e.probe_class_loss);
+    vec("probe_class_accuracy", e.probe_class_accuracy);
     if (!e.rank_timings.empty()) {
       json.Key("rank_timings").BeginArray();
       for (const auto& t : e.rank_timings) {

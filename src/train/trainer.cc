@@ -1,5 +1,6 @@
 #include "epochal/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -23,6 +24,10 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 
 // Batches used for validation; inference results do not depend on the batch size.
 constexpr int64_t kEvalBatchSize = 128;
+constexpr int64_t kDefaultProbeSamples = 10000;
+// Dropout mask key of the training-mode probe: fixed, so P_train changes only because
+// the weights do (training epochs are 1-based, so this never collides).
+constexpr int64_t kProbeMaskEpoch = -1;
 
 // What rides in the last gradient bucket besides gradients.
 enum Extra : size_t {
@@ -92,7 +97,8 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
       train_set_(train_set),
       val_set_(val_set),
       solo_(dist::Communicator::Solo()),
-      comm_(comm != nullptr ? comm : &solo_) {
+      comm_(comm != nullptr ? comm : &solo_),
+      diagnosis_(DiagnosisThresholds::FromConfig(config.analysis())) {
   history_.config_json = ConfigToJson(config_);
   history_.world_size = comm_->size();
   CheckDatasetMatchesModel(train_set_, config_.model());
@@ -129,6 +135,16 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   bucketer_ = std::make_unique<dist::GradientBucketer>(*comm_, std::move(grads), bucket_bytes,
                                                        static_cast<size_t>(kNumExtras));
   if (world > 1) BroadcastState();
+  const auto& a = config_.analysis();
+  const int64_t probe_n =
+      std::min(a.has_probe_samples() ? a.probe_samples() : kDefaultProbeSamples, train_set_.size());
+  if (probe_n > 0) {
+    // A seeded choice, sorted so that probe mini-batches read the data in order.
+    std::vector<int64_t> order =
+        data::EpochPermutation(t.seed() ^ 0x70726f6265ull, /*epoch=*/0, train_set_.size());
+    probe_.assign(order.begin(), order.begin() + probe_n);
+    std::sort(probe_.begin(), probe_.end());
+  }
   const int64_t max_batch = std::max(per_rank_batch_, kEvalBatchSize);
   images_.resize(static_cast<size_t>(max_batch * train_set_.sample_size()));
   labels_.resize(static_cast<size_t>(max_batch));
@@ -296,6 +312,11 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     ev.running_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
     ev.learning_rate = lr;
     history_.batches.push_back({ev.epoch_progress, batch_loss, lr});
+    // Half-way through epoch e+1 the aligned loss of boundary e is known.
+    if (epoch > 1 && ev.epoch_progress >= epoch - 0.5 &&
+        !history_.epochs[static_cast<size_t>(epoch - 2)].aligned_train_loss) {
+      SetAlignedLoss(epoch - 1);
+    }
     for (auto* o : observers_) o->OnStep(ev);
     record->lr = lr;
 
@@ -332,6 +353,7 @@ const History& Trainer::Run() {
     val = Evaluate(val_set_);
     record.val_loss = val.loss;
     record.val_accuracy = val.accuracy;
+    MeasureGap(&record, val);
     if (comm_->size() > 1) {
       const uint64_t h = std::stoull(WeightsHash(), nullptr, 16);
       const double halves[] = {static_cast<double>(h >> 32), static_cast<double>(h & 0xffffffffu)};
@@ -348,42 +370,152 @@ const History& Trainer::Run() {
       }
     }
     history_.epochs.push_back(record);
+    for (const Finding& f : diagnosis_.Update(history_)) {
+      history_.epochs.back().findings.push_back(f.name + ": " + f.explanation);
+    }
     for (auto* o : observers_) o->OnEpochEnd(history_.epochs.back(), val, history_);
   }
   for (auto* o : observers_) o->OnTrainingEnd(history_, val);
   return history_;
 }
 
-EvalResult Trainer::Evaluate(const data::Dataset& dataset, nn::Mode mode) {
+std::vector<double> EvalResult::ClassAccuracy() const {
+  const auto classes = static_cast<size_t>(std::llround(std::sqrt(confusion.size())));
+  std::vector<double> out(classes, 0.0);
+  for (size_t c = 0; c < classes; ++c) {
+    int64_t row = 0;
+    for (size_t k = 0; k < classes; ++k) row += confusion[c * classes + k];
+    out[c] =
+        row > 0 ? static_cast<double>(confusion[c * classes + c]) / static_cast<double>(row) : 0.0;
+  }
+  return out;
+}
+
+void Trainer::EvaluateBatches(const data::Dataset& dataset, std::span<const int64_t> ids,
+                              int64_t batch, nn::Mode mode, int64_t mask_epoch, double* sums,
+                              EvalResult* result, std::vector<double>* class_loss_sums) {
   const int64_t classes = model_->num_classes();
-  EvalResult result;
-  result.confusion.assign(static_cast<size_t>(classes * classes), 0);
-  const data::IndexRange shard = data::ShardRange(dataset.size(), comm_->rank(), comm_->size());
-  std::vector<int64_t> ids(static_cast<size_t>(kEvalBatchSize));
-  double sums[3] = {0.0, 0.0, 0.0};  // loss, correct, count
-  for (int64_t begin = shard.begin; begin < shard.end; begin += kEvalBatchSize) {
-    const int64_t n = std::min(kEvalBatchSize, shard.end - begin);
-    for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = begin + i;
-    const std::span<const int64_t> batch_ids(ids.data(), static_cast<size_t>(n));
+  for (size_t begin = 0; begin < ids.size(); begin += static_cast<size_t>(batch)) {
+    const auto batch_ids =
+        ids.subspan(begin, std::min<size_t>(static_cast<size_t>(batch), ids.size() - begin));
+    const auto n = static_cast<int64_t>(batch_ids.size());
     data::GatherBatch(dataset, batch_ids, images_.data(), labels_.data());
-    nn::StepContext ctx{mode, config_.training().seed(), 0, batch_ids};
+    nn::StepContext ctx{mode, config_.training().seed(), mask_epoch, batch_ids};
     const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
     const nn::BatchResult r = model_->Forward(ctx, images_.data(), labels);
     sums[0] += r.loss_sum;
     sums[1] += static_cast<double>(r.correct);
     sums[2] += static_cast<double>(n);
     const auto predictions = model_->predictions();
+    const auto losses = model_->sample_losses();
     for (int64_t i = 0; i < n; ++i) {
-      ++result.confusion[static_cast<size_t>(labels[static_cast<size_t>(i)] * classes +
-                                             predictions[static_cast<size_t>(i)])];
+      const auto label = static_cast<size_t>(labels[static_cast<size_t>(i)]);
+      ++result->confusion[label * static_cast<size_t>(classes) +
+                          static_cast<size_t>(predictions[static_cast<size_t>(i)])];
+      (*class_loss_sums)[label] += losses[static_cast<size_t>(i)];
     }
   }
-  comm_->AllreduceSum(std::span<double>(sums));
-  comm_->AllreduceSum(std::span<int64_t>(result.confusion));
-  result.count = static_cast<int64_t>(sums[2]);
-  result.loss = sums[0] / sums[2];
-  result.accuracy = sums[1] / sums[2];
+}
+
+void Trainer::FinishEvaluation(double* sums, EvalResult* result,
+                               std::vector<double>* class_loss_sums) {
+  comm_->AllreduceSum(std::span<double>(sums, 3));
+  comm_->AllreduceSum(std::span<int64_t>(result->confusion));
+  comm_->AllreduceSum(std::span<double>(*class_loss_sums));
+  result->count = static_cast<int64_t>(sums[2]);
+  result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+  result->accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+  const auto classes = class_loss_sums->size();
+  result->class_loss.assign(classes, 0.0);
+  for (size_t c = 0; c < classes; ++c) {
+    int64_t row = 0;
+    for (size_t k = 0; k < classes; ++k) row += result->confusion[c * classes + k];
+    result->class_loss[c] = row > 0 ? (*class_loss_sums)[c] / static_cast<double>(row) : 0.0;
+  }
+}
+
+EvalResult Trainer::Evaluate(const data::Dataset& dataset, nn::Mode mode) {
+  const auto classes = static_cast<size_t>(model_->num_classes());
+  EvalResult result;
+  result.confusion.assign(classes * classes, 0);
+  std::vector<double> class_loss_sums(classes, 0.0);
+  const data::IndexRange shard = data::ShardRange(dataset.size(), comm_->rank(), comm_->size());
+  std::vector<int64_t> ids(static_cast<size_t>(shard.size()));
+  for (int64_t i = 0; i < shard.size(); ++i) ids[static_cast<size_t>(i)] = shard.begin + i;
+  double sums[3] = {0.0, 0.0, 0.0};  // loss, correct, count
+  EvaluateBatches(dataset, ids, kEvalBatchSize, mode, 0, sums, &result, &class_loss_sums);
+  FinishEvaluation(sums, &result, &class_loss_sums);
   return result;
+}
+
+EvalResult Trainer::EvaluateProbe(nn::Mode mode) {
+  const auto classes = static_cast<size_t>(model_->num_classes());
+  EvalResult result;
+  result.confusion.assign(classes * classes, 0);
+  std::vector<double> class_loss_sums(classes, 0.0);
+  double sums[3] = {0.0, 0.0, 0.0};
+  // Training-mode statistics depend on which samples share a mini-batch: cut the probe
+  // into mini-batches of the per-rank training batch size and give whole mini-batches
+  // to ranks, so every rank count sees the same mini-batches.
+  const int64_t batch = per_rank_batch_;
+  const int64_t batches = (static_cast<int64_t>(probe_.size()) + batch - 1) / batch;
+  const data::IndexRange mine = data::ShardRange(batches, comm_->rank(), comm_->size());
+  const int64_t begin = std::min<int64_t>(mine.begin * batch, static_cast<int64_t>(probe_.size()));
+  const int64_t end = std::min<int64_t>(mine.end * batch, static_cast<int64_t>(probe_.size()));
+  const std::span<const int64_t> ids(probe_.data() + begin, static_cast<size_t>(end - begin));
+  // Synchronized batch norm would make every mini-batch a collective, but ranks hold
+  // different numbers of probe mini-batches: probes use each mini-batch's own statistics.
+  if (reducer_) model_->SetStatisticsReducer(nullptr);
+  EvaluateBatches(train_set_, ids, mode == nn::Mode::kInference ? kEvalBatchSize : batch, mode,
+                  kProbeMaskEpoch, sums, &result, &class_loss_sums);
+  if (reducer_) model_->SetStatisticsReducer(reducer_.get());
+  FinishEvaluation(sums, &result, &class_loss_sums);
+  return result;
+}
+
+void Trainer::MeasureGap(EpochRecord* record, const EvalResult& val) {
+  record->val_class_loss = val.class_loss;
+  record->val_class_accuracy = val.ClassAccuracy();
+  if (probe_.empty()) return;
+  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen);
+  const EvalResult eval_mode = EvaluateProbe(nn::Mode::kInference);
+  // The L2 penalty is part of the training loss (L_run includes it), not of inference.
+  const double l2 = config_.optimizer().weight_decay() > 0 ? sgd_->L2Penalty() : 0.0;
+  const double p_train = train_mode.loss + l2;
+  const double p_eval = eval_mode.loss;
+  record->probe_train_loss = p_train;
+  record->probe_eval_loss = p_eval;
+  record->gap_timing = p_train - record->loss;
+  record->gap_regularization = p_eval - p_train;
+  record->gap_data = record->val_loss - p_eval;
+  record->probe_class_loss = eval_mode.class_loss;
+  record->probe_class_accuracy = eval_mode.ClassAccuracy();
+  const std::pair<double, const char*> terms[] = {{*record->gap_timing, "timing"},
+                                                  {*record->gap_regularization, "regularization"},
+                                                  {*record->gap_data, "data"}};
+  const auto* dominant = &terms[0];
+  for (const auto& term : terms) {
+    if (std::abs(term.first) > std::abs(dominant->first)) dominant = &term;
+  }
+  record->dominant_term = dominant->second;
+}
+
+void Trainer::SetAlignedLoss(int boundary_epoch) {
+  if (boundary_epoch < 1 || boundary_epoch > static_cast<int>(history_.epochs.size())) return;
+  // The mean of the per-batch losses within half an epoch on each side of the boundary.
+  const double lo = boundary_epoch - 0.5, hi = boundary_epoch + 0.5;
+  double sum = 0.0;
+  int64_t n = 0;
+  for (auto it = history_.batches.rbegin(); it != history_.batches.rend(); ++it) {
+    if (it->epoch_progress <= lo) break;
+    if (it->epoch_progress <= hi) {
+      sum += it->loss;
+      ++n;
+    }
+  }
+  if (n > 0)
+    history_.epochs[static_cast<size_t>(boundary_epoch - 1)].aligned_train_loss =
+        sum / static_cast<double>(n);
 }
 
 }  // namespace epochal::train

@@ -44,6 +44,12 @@ struct EpochRecord {
   std::optional<double> aligned_train_loss;
   // Diagnosis findings raised this epoch, e.g. "TIMING: ...".
   std::vector<std::string> findings;
+  // Per true class (label order): mean loss and accuracy on the validation set and on
+  // the probe subset (inference mode). Empty when not measured.
+  std::vector<double> val_class_loss, val_class_accuracy;
+  std::vector<double> probe_class_loss, probe_class_accuracy;
+  // The term with the largest magnitude ("timing", "regularization", "data"), if any.
+  std::string dominant_term;
   // Data-parallel runs: one entry per rank, in rank order.
   struct RankTiming {
     double step_ms = 0;            // Mean wall time of a step.

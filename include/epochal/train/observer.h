@@ -29,6 +29,9 @@ struct EvalResult {
   double accuracy = 0.0;
   int64_t count = 0;
   std::vector<int64_t> confusion;  // classes x classes, row-major.
+  std::vector<double> class_loss;  // Mean loss of the samples of each true class.
+  // Accuracy of each true class (recall); 0 for a class without samples.
+  std::vector<double> ClassAccuracy() const;
 };
 
 class TrainingObserver {

@@ -22,6 +22,7 @@
 #include "epochal/dist/control_word.h"
 #include "epochal/nn/model.h"
 #include "epochal/optim/sgd.h"
+#include "epochal/train/diagnosis.h"
 #include "epochal/train/history.h"
 #include "epochal/train/observer.h"
 #include "epochal/v1/config.pb.h"
@@ -82,8 +83,21 @@ class Trainer {
   // rank evaluating its contiguous shard. A collective.
   EvalResult Evaluate(const data::Dataset& dataset, nn::Mode mode = nn::Mode::kInference);
 
+  // The loss-gap probe: the fixed training subset evaluated after every epoch. In
+  // training mode (kTrainFrozen: dropout on with a fixed mask key, batch statistics
+  // over mini-batches of the training batch size, the L2 penalty added, nothing
+  // updated) it gives P_train; in inference mode P_eval. Mini-batches are cut from the
+  // probe the same way for any rank count and each is evaluated whole by one rank, so
+  // the result does not depend on N. A collective.
+  EvalResult EvaluateProbe(nn::Mode mode);
+  const std::vector<int64_t>& probe_indices() const { return probe_; }
+
   // FNV-1a hash (hex) of this rank's parameters and running statistics in plain layout.
   std::string WeightsHash();
+
+  // What the leakage scan found; feeds the LEAKAGE finding.
+  void SetLeakage(const LeakageSummary& leakage) { diagnosis_.SetLeakage(leakage); }
+  const Diagnosis& diagnosis() const { return diagnosis_; }
 
   nn::Model& model() { return *model_; }
   optim::Sgd& optimizer() { return *sgd_; }
@@ -104,6 +118,18 @@ class Trainer {
   // estimates them from its own samples).
   void AverageRunningStatistics();
 
+  // Sums one rank's evaluation over `ids` in mini-batches of `batch` into `sums`
+  // (loss, correct, count) and the per-class arrays of `result`.
+  void EvaluateBatches(const data::Dataset& dataset, std::span<const int64_t> ids, int64_t batch,
+                       nn::Mode mode, int64_t mask_epoch, double* sums, EvalResult* result,
+                       std::vector<double>* class_loss_sums);
+  // Completes a result from the all-reduced sums.
+  void FinishEvaluation(double* sums, EvalResult* result, std::vector<double>* class_loss_sums);
+  // Fills the probe losses, the three gap terms and the per-class figures of `record`.
+  void MeasureGap(EpochRecord* record, const EvalResult& val);
+  // Sets the aligned training loss of the boundary at the end of `boundary_epoch`.
+  void SetAlignedLoss(int boundary_epoch);
+
   v1::ExperimentConfig config_;
   const data::Dataset& train_set_;
   const data::Dataset& val_set_;
@@ -120,6 +146,8 @@ class Trainer {
   int64_t per_rank_batch_ = 0;
   int64_t global_batch_ = 0;
   bool stopped_ = false;
+  std::vector<int64_t> probe_;  // Training-set indices of the probe subset, sorted.
+  Diagnosis diagnosis_;
   // Per-step buffers, sized once for the largest batch.
   std::vector<float> images_;
   std::vector<int32_t> labels_;

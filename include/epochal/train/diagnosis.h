@@ -1,0 +1,66 @@
+// The diagnosis: turns each epoch's loss-gap decomposition into named findings with the
+// numbers behind them and one sentence a practitioner understands. Thresholds come from
+// the config's `analysis` message; docs/loss-gap.md explains each finding.
+// Thread safety: a Diagnosis is used by one thread.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "epochal/train/history.h"
+#include "epochal/v1/config.pb.h"
+
+namespace epochal::train {
+
+struct DiagnosisThresholds {
+  double term = 0.02;
+  double overfit = 0.05;
+  double overfit_rise = 0.01;
+  double over_regularized_ratio = 0.5;
+  double leakage_fraction = 0.001;
+  static DiagnosisThresholds FromConfig(const v1::AnalysisConfig& config);
+};
+
+// What the leakage scan found before training.
+struct LeakageSummary {
+  int64_t exact = 0;  // Validation samples with a byte-identical training twin.
+  int64_t near = 0;   // With a near twin only.
+  int64_t label_conflicts = 0;
+  int64_t val_size = 0;
+};
+
+struct Finding {
+  std::string name;  // TIMING, REGULARIZATION, VALIDATION_EASIER, LEAKAGE, ...
+  int first_epoch = 0;
+  int last_epoch = 0;
+  std::string explanation;                // One sentence, with the numbers.
+  std::map<std::string, double> numbers;  // The figures behind it, at last_epoch.
+};
+
+class Diagnosis {
+ public:
+  explicit Diagnosis(DiagnosisThresholds thresholds) : thresholds_(thresholds) {}
+  void SetLeakage(const LeakageSummary& leakage) { leakage_ = leakage; }
+
+  // Evaluates the last epoch of `history`; returns the findings that hold there (and
+  // extends the epoch ranges of findings that held at the previous epoch too).
+  std::vector<Finding> Update(const History& history);
+  // Every finding, with the epoch range where it held, in order of first appearance.
+  const std::vector<Finding>& findings() const { return findings_; }
+  // diagnosis.json: thresholds, leakage, findings and a per-epoch line.
+  std::string Json(const History& history) const;
+  const DiagnosisThresholds& thresholds() const { return thresholds_; }
+
+ private:
+  DiagnosisThresholds thresholds_;
+  std::optional<LeakageSummary> leakage_;
+  std::vector<Finding> findings_;
+};
+
+// "val_loss - loss = -0.2152 = timing -0.1201 + regularization -0.0752 + data -0.0199
+// (dominant: timing)", or an empty string when the epoch has no decomposition.
+std::string GapLine(const EpochRecord& record);
+
+}  // namespace epochal::train
