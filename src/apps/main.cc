@@ -200,7 +200,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
   report::ConsoleReporter console(std::cout, report::IsTerminal(stdout));
-  report::RunFilesWriter files(out, class_names);
+  report::RunFilesWriter files(out, class_names, &trainer.diagnosis());
   WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
   std::optional<train::StopAtStep> stop;
   if (auto v = f.GetInt("stop-after-steps", 1)) stop.emplace(*v);

@@ -8,6 +8,7 @@
 #include "epochal/report/classification_report.h"
 #include "epochal/report/epoch_summary.h"
 #include "epochal/report/history_writer.h"
+#include "epochal/report/plots.h"
 #include "epochal/train/diagnosis.h"
 
 namespace epochal::report {
@@ -57,11 +58,19 @@ std::string RankTimingLine(const train::EpochRecord& record) {
 void RunFilesWriter::OnEpochEnd(const train::EpochRecord&, const train::EvalResult&,
                                 const train::History& history) {
   WriteHistoryFiles(history, dir_);
+  WritePlots(history, dir_);
+  if (diagnosis_ != nullptr) {
+    WriteTextFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
+  }
 }
 
 void RunFilesWriter::OnTrainingEnd(const train::History& history,
                                    const train::EvalResult& validation) {
   WriteHistoryFiles(history, dir_);
+  WritePlots(history, dir_);
+  if (diagnosis_ != nullptr) {
+    WriteTextFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
+  }
   WriteTextFileAtomic(std::filesystem::path(dir_) / "report.txt",
                       ClassificationReport(validation.confusion, class_names_));
 }

@@ -93,8 +93,12 @@ TEST(HistoryWriterTest, EpochKeysInDocumentedOrder) {
 
 TEST(HistoryWriterTest, EmptyConfigIsEmptyObject) {
   train::History h;
-  EXPECT_EQ(HistoryJson(h), "{\n  \"config\": {},\n  \"epochs\": [],\n  \"batches\": []\n}\n");
-  EXPECT_EQ(HistoryJson(h, 0), "{\"config\":{},\"epochs\":[],\"batches\":[]}\n");
+  EXPECT_EQ(HistoryJson(h),
+            "{\n  \"config\": {},\n  \"epochs\": [],\n  \"world_size\": 1,\n"
+            "  \"control_events\": [],\n  \"batches\": []\n}\n");
+  EXPECT_EQ(HistoryJson(h, 0),
+            "{\"config\":{},\"epochs\":[],\"world_size\":1,\"control_events\":[],"
+            "\"batches\":[]}\n");
 }
 
 TEST(HistoryWriterTest, CsvHeadersAreExact) {

@@ -6,6 +6,7 @@
 #include <ostream>
 
 #include "epochal/report/progress_bar.h"
+#include "epochal/train/diagnosis.h"
 #include "epochal/train/observer.h"
 
 namespace epochal::report {
@@ -30,13 +31,16 @@ class ConsoleReporter final : public train::TrainingObserver {
   train::StepEvent last_;
 };
 
-// Writes a run's files into `dir` as training goes: history.json, history.csv and
-// batches.csv after every epoch (so a crash loses at most the current epoch), and
-// report.txt (the classification report on the validation set) at the end.
+// Writes a run's files into `dir` as training goes: history.json, history.csv,
+// batches.csv, loss_shift.svg, gap.svg and diagnosis.json after every epoch (so a crash
+// loses at most the current epoch), and report.txt (the classification report on the
+// validation set) at the end.
 class RunFilesWriter final : public train::TrainingObserver {
  public:
-  RunFilesWriter(std::string dir, std::vector<std::string> class_names)
-      : dir_(std::move(dir)), class_names_(std::move(class_names)) {}
+  // `diagnosis` (not owned; may be null) must outlive the writer.
+  RunFilesWriter(std::string dir, std::vector<std::string> class_names,
+                 const train::Diagnosis* diagnosis = nullptr)
+      : dir_(std::move(dir)), class_names_(std::move(class_names)), diagnosis_(diagnosis) {}
   void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult& validation,
                   const train::History& history) override;
   void OnTrainingEnd(const train::History& history, const train::EvalResult& validation) override;
@@ -44,6 +48,7 @@ class RunFilesWriter final : public train::TrainingObserver {
  private:
   std::string dir_;
   std::vector<std::string> class_names_;
+  const train::Diagnosis* diagnosis_;
 };
 
 }  // namespace epochal::report
