@@ -6,18 +6,12 @@
 // The contract under test: a user error (bad flag, bad config, bad data, unwritable output)
 // ends the run with exit status 2 or 1 and a message naming the offending flag or file,
 // never with a signal; a valid run exits 0 and leaves the run files behind.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,20 +22,23 @@
 #include <vector>
 
 #include "epochal/data/idx.h"
-
-extern char** environ;
+#include "process_util.h"
 
 namespace epochal::apps {
 namespace {
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
+using test::Contains;
+using test::Outcome;
+using test::ReadFile;
+using test::TempDir;
 
 constexpr char kBinary[] = EPOCHAL_BINARY;
 constexpr char kSourceDir[] = EPOCHAL_SOURCE_DIR;
 // Generous: a run on the fixtures takes about a second, but CTest may run tests in parallel
 // on a loaded machine.
-constexpr char kTimeoutSeconds[] = "120";
+constexpr int kTimeoutSeconds = 120;
 
 constexpr int64_t kTrainSamples = 64;
 constexpr int64_t kValSamples = 16;
@@ -49,13 +46,6 @@ constexpr int64_t kSide = 28;
 
 fs::path ConfigPath() {
   return fs::path(kSourceDir) / "configs/fashion_mnist_minivggnet.textproto";
-}
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 void WriteFile(const fs::path& path, const void* data, size_t size) {
@@ -78,91 +68,12 @@ int64_t CountLines(const std::string& text) {
   return n;
 }
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// A directory made by mkdtemp, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern =
-        (fs::path(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") / "epochal_cli_test.XXXXXX")
-            .string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp " << pattern << ": " << std::strerror(errno);
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// How a child process ended and what it printed.
-struct Outcome {
-  bool exited = false;  // false: killed by a signal
-  int code = -1;        // exit status when `exited`, else the signal number
-  std::string out;
-  std::string err;
-
-  bool Succeeded() const { return exited && code == 0; }
-  // "exit 2" or "signal 11 (Segmentation fault)", then the captured stderr, for messages.
-  std::string Describe() const {
-    std::string s = exited ? "exit " + std::to_string(code)
-                           : "signal " + std::to_string(code) + " (" + strsignal(code) + ")";
-    if (exited && code == 124) s += " (timed out)";
-    return s + "; stderr:\n" + err;
-  }
-};
-
 // Runs `timeout -k 10 120 epochal ARGS...` with stdin from /dev/null and stdout and stderr
 // captured through files in `scratch`; returns how it ended.
 Outcome RunEpochal(const fs::path& scratch, const std::vector<std::string>& args) {
-  std::vector<std::string> argv_text = {"timeout", "-k", "10", kTimeoutSeconds, kBinary};
-  argv_text.insert(argv_text.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_text) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const std::string out_path = (scratch / "stdout.txt").string();
-  const std::string err_path = (scratch / "stderr.txt").string();
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = -1;
-  const int spawn_error = posix_spawnp(&pid, "timeout", &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  Outcome o;
-  if (spawn_error != 0) {
-    ADD_FAILURE() << "cannot start timeout " << kBinary << ": " << std::strerror(spawn_error);
-    return o;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      ADD_FAILURE() << "waitpid: " << std::strerror(errno);
-      return o;
-    }
-  }
-  o.exited = WIFEXITED(status);
-  o.code = o.exited ? WEXITSTATUS(status) : WTERMSIG(status);
-  o.out = ReadFile(out_path);
-  o.err = ReadFile(err_path);
-  return o;
+  std::vector<std::string> command = {kBinary};
+  command.insert(command.end(), args.begin(), args.end());
+  return test::RunWithTimeout(scratch, kTimeoutSeconds, command);
 }
 
 // The run failed the way a user error should: exit status 1 or 2 (an error caught in
@@ -260,7 +171,7 @@ class CliTest : public ::testing::Test {
     return Run(args);
   }
 
-  TempDir tmp_;
+  TempDir tmp_{"epochal_cli_test"};
 };
 
 // ---------------------------------------------------------------------------------------
