@@ -1,0 +1,220 @@
+// The loss-gap decomposition and the diagnosis.
+#include <google/protobuf/text_format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "epochal/train/config.h"
+#include "epochal/train/diagnosis.h"
+#include "epochal/train/trainer.h"
+
+namespace epochal::train {
+namespace {
+
+constexpr char kDataDir[] = "/usr/share/datasets/fashion-mnist";
+
+data::Dataset Load(bool train, int64_t limit) {
+  const std::string d = kDataDir;
+  return data::LoadIdxDataset(
+      d + (train ? "/train-images-idx3-ubyte.gz" : "/t10k-images-idx3-ubyte.gz"),
+      d + (train ? "/train-labels-idx1-ubyte.gz" : "/t10k-labels-idx1-ubyte.gz"), 10, limit);
+}
+
+#define REQUIRE_FASHION_MNIST()                                                        \
+  if (!std::filesystem::exists(std::string(kDataDir) + "/train-images-idx3-ubyte.gz")) \
+  GTEST_SKIP() << "dataset-fashion-mnist is not installed"
+
+// A small conv net; `extra` goes between the pooling and the classifier.
+v1::ExperimentConfig SmallNet(const std::string& extra, int epochs) {
+  const std::string text = R"pb(
+                             name: "small"
+                             model { input { channels: 1 height: 28 width: 28 }
+                                     num_classes: 10
+                                     layers { conv { filters: 8 kernel: 3 padding: "same" } }
+                                     layers { relu {} }
+                                     layers { max_pool { pool: 2 } }
+                                     layers { flatten {} })pb" +
+                           extra + R"pb(
+      layers { dense { units: 10 } }
+      layers { softmax_cross_entropy {} }
+    }
+          optimizer { learning_rate: 0.01 momentum: 0.9 }
+    training { batch_size: 32 seed: 5 }
+    analysis { probe_samples: 512 })pb";
+  v1::ExperimentConfig config = ParseExperimentConfig(text, "gap_test");
+  config.mutable_training()->set_epochs(epochs);
+  return config;
+}
+
+void ExpectIdentity(const History& h) {
+  for (const EpochRecord& e : h.epochs) {
+    ASSERT_TRUE(e.gap_timing && e.gap_regularization && e.gap_data) << "epoch " << e.epoch;
+    EXPECT_NEAR(*e.gap_timing + *e.gap_regularization + *e.gap_data, e.val_loss - e.loss, 1e-6);
+    EXPECT_DOUBLE_EQ(*e.gap_timing, *e.probe_train_loss - e.loss);
+    EXPECT_DOUBLE_EQ(*e.gap_regularization, *e.probe_eval_loss - *e.probe_train_loss);
+    EXPECT_DOUBLE_EQ(*e.gap_data, e.val_loss - *e.probe_eval_loss);
+  }
+}
+
+TEST(GapTest, RegularizationTermIsZeroWithoutDropoutOrL2) {
+  REQUIRE_FASHION_MNIST();
+  const data::Dataset train = Load(true, 640), val = Load(false, 200);
+  Trainer trainer(SmallNet("", 2), train, val);
+  const History& h = trainer.Run();
+  ExpectIdentity(h);
+  for (const EpochRecord& e : h.epochs) EXPECT_NEAR(*e.gap_regularization, 0.0, 1e-6);
+  ASSERT_EQ(trainer.probe_indices().size(), 512u);
+}
+
+TEST(GapTest, RegularizationTermIsNegativeWithDropoutAndTimingWhileLossFalls) {
+  REQUIRE_FASHION_MNIST();
+  const data::Dataset train = Load(true, 1280), val = Load(false, 200);
+  Trainer trainer(SmallNet("layers { dropout { rate: 0.5 } }", 2), train, val);
+  const History& h = trainer.Run();
+  ExpectIdentity(h);
+  for (const EpochRecord& e : h.epochs) {
+    EXPECT_LT(*e.gap_regularization, -0.02) << "epoch " << e.epoch;
+  }
+  // Epoch 1 starts from random weights: the loss falls all epoch long, so the running
+  // mean is well above the end-of-epoch model's training loss.
+  EXPECT_LT(*h.epochs[0].gap_timing, -0.05);
+}
+
+TEST(GapTest, L2PenaltyCountsAsRegularization) {
+  REQUIRE_FASHION_MNIST();
+  v1::ExperimentConfig config = SmallNet("", 1);
+  config.mutable_optimizer()->set_weight_decay(0.01f);
+  const data::Dataset train = Load(true, 320), val = Load(false, 100);
+  Trainer trainer(config, train, val);
+  const History& h = trainer.Run();
+  ExpectIdentity(h);
+  // No dropout or batch norm: the whole regularization term is the L2 penalty.
+  EXPECT_NEAR(*h.epochs[0].gap_regularization, -trainer.optimizer().L2Penalty(), 1e-6);
+  EXPECT_LT(*h.epochs[0].gap_regularization, 0.0);
+}
+
+TEST(GapTest, AlignedLossIsTheMeanOverHalfAnEpochEachSide) {
+  REQUIRE_FASHION_MNIST();
+  const data::Dataset train = Load(true, 640), val = Load(false, 100);
+  Trainer trainer(SmallNet("", 3), train, val);
+  const History& h = trainer.Run();
+  ASSERT_EQ(h.batches.size(), 60u);
+  for (int boundary = 1; boundary <= 2; ++boundary) {
+    double sum = 0;
+    int n = 0;
+    for (const BatchRecord& b : h.batches) {
+      if (b.epoch_progress > boundary - 0.5 && b.epoch_progress <= boundary + 0.5) {
+        sum += b.loss;
+        ++n;
+      }
+    }
+    ASSERT_TRUE(h.epochs[static_cast<size_t>(boundary - 1)].aligned_train_loss);
+    EXPECT_EQ(n, 20);
+    EXPECT_NEAR(*h.epochs[static_cast<size_t>(boundary - 1)].aligned_train_loss, sum / n, 1e-12);
+  }
+  // The last boundary is only known half-way through an epoch that never ran.
+  EXPECT_FALSE(h.epochs[2].aligned_train_loss);
+}
+
+TEST(GapTest, ProbesOffMeansNoDecomposition) {
+  REQUIRE_FASHION_MNIST();
+  v1::ExperimentConfig config = SmallNet("", 1);
+  config.mutable_analysis()->set_probe_samples(0);
+  const data::Dataset train = Load(true, 160), val = Load(false, 50);
+  Trainer trainer(config, train, val);
+  const History& h = trainer.Run();
+  EXPECT_FALSE(h.epochs[0].gap_timing);
+  EXPECT_FALSE(h.epochs[0].probe_train_loss);
+  EXPECT_EQ(h.epochs[0].val_class_loss.size(), 10u);
+}
+
+EpochRecord Record(int epoch, double loss, double val, double p_train, double p_eval) {
+  EpochRecord r;
+  r.epoch = epoch;
+  r.loss = loss;
+  r.val_loss = val;
+  r.probe_train_loss = p_train;
+  r.probe_eval_loss = p_eval;
+  r.gap_timing = p_train - loss;
+  r.gap_regularization = p_eval - p_train;
+  r.gap_data = val - p_eval;
+  return r;
+}
+
+std::vector<std::string> Names(const std::vector<Finding>& findings) {
+  std::vector<std::string> names;
+  for (const auto& f : findings) names.push_back(f.name);
+  return names;
+}
+
+TEST(DiagnosisTest, NamesEachMechanismAtItsThreshold) {
+  Diagnosis d({});
+  History h;
+  // Running mean 0.54 while the end-of-epoch model trains at 0.40, inference 0.33,
+  // validation 0.30: timing, regularization and an easier validation set.
+  h.epochs.push_back(Record(1, 0.54, 0.30, 0.40, 0.33));
+  EXPECT_EQ(Names(d.Update(h)),
+            (std::vector<std::string>{"TIMING", "REGULARIZATION", "VALIDATION_EASIER"}));
+  // Small terms raise nothing.
+  h.epochs.push_back(Record(2, 0.30, 0.305, 0.295, 0.30));
+  EXPECT_TRUE(d.Update(h).empty());
+  // Validation far above the clean training loss and rising: overfitting.
+  h.epochs.push_back(Record(3, 0.10, 0.40, 0.10, 0.10));
+  EXPECT_EQ(Names(d.Update(h)), (std::vector<std::string>{"OVERFITTING"}));
+  // Regularization larger than half the clean loss, validation no better: held back.
+  h.epochs.push_back(Record(4, 1.20, 0.60, 1.20, 0.60));
+  const auto names = Names(d.Update(h));
+  EXPECT_NE(std::find(names.begin(), names.end(), "OVER_REGULARIZED"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "REGULARIZATION"), names.end());
+}
+
+TEST(DiagnosisTest, RangesExtendOverConsecutiveEpochs) {
+  Diagnosis d({});
+  History h;
+  for (int e = 1; e <= 3; ++e) {
+    h.epochs.push_back(Record(e, 0.5, 0.5, 0.4, 0.4 + 0.1));  // timing -0.1 only
+    d.Update(h);
+  }
+  h.epochs.push_back(Record(4, 0.5, 0.5, 0.5, 0.5));
+  d.Update(h);
+  h.epochs.push_back(Record(5, 0.5, 0.5, 0.4, 0.5));
+  d.Update(h);
+  ASSERT_EQ(d.findings().size(), 2u);
+  EXPECT_EQ(d.findings()[0].name, "TIMING");
+  EXPECT_EQ(d.findings()[0].first_epoch, 1);
+  EXPECT_EQ(d.findings()[0].last_epoch, 3);
+  EXPECT_EQ(d.findings()[1].first_epoch, 5);
+  EXPECT_NEAR(d.findings()[1].numbers.at("gap_timing"), -0.1, 1e-12);
+  EXPECT_NE(d.Json(h).find("\"first_epoch\": 5"), std::string::npos);
+}
+
+TEST(DiagnosisTest, LeakageFromTheScanAndNotEasierValidation) {
+  Diagnosis d({});
+  d.SetLeakage({.exact = 40, .near = 10, .label_conflicts = 2, .val_size = 1000});
+  History h;
+  h.epochs.push_back(Record(1, 0.3, 0.1, 0.3, 0.3));  // data term -0.2
+  const auto names = Names(d.Update(h));
+  EXPECT_EQ(names, (std::vector<std::string>{"LEAKAGE"}));
+  EXPECT_NE(d.findings()[0].explanation.find("50 of 1000"), std::string::npos);
+  Diagnosis clean({});
+  clean.SetLeakage({.exact = 0, .near = 0, .label_conflicts = 0, .val_size = 1000});
+  EXPECT_EQ(Names(clean.Update(h)), (std::vector<std::string>{"VALIDATION_EASIER"}));
+}
+
+TEST(DiagnosisTest, ThresholdsComeFromTheConfig) {
+  v1::AnalysisConfig a;
+  a.set_term_threshold(0.5f);
+  a.set_leakage_fraction(0.2f);
+  const DiagnosisThresholds t = DiagnosisThresholds::FromConfig(a);
+  EXPECT_FLOAT_EQ(static_cast<float>(t.term), 0.5f);
+  EXPECT_FLOAT_EQ(static_cast<float>(t.leakage_fraction), 0.2f);
+  EXPECT_DOUBLE_EQ(t.overfit, 0.05);
+  Diagnosis d(t);
+  History h;
+  h.epochs.push_back(Record(1, 0.54, 0.30, 0.40, 0.33));
+  EXPECT_TRUE(d.Update(h).empty());
+}
+
+}  // namespace
+}  // namespace epochal::train
