@@ -113,7 +113,9 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
     global_batch_ = per_rank_batch_ * world;
   }
   model_ = std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed());
-  if (t.sync_batch_norm() && world > 1) {
+  // Synchronized batch norm runs its own (double-precision) statistics even on one rank,
+  // so one rank and N ranks compute the same thing the same way.
+  if (t.sync_batch_norm()) {
     reducer_ = std::make_unique<Reducer>(*comm_);
     model_->SetStatisticsReducer(reducer_.get());
   }

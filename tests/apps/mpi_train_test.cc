@@ -213,11 +213,10 @@ class MpiTrainTest : public ::testing::Test {
 constexpr char kEquivalenceSteps[] = "1";
 constexpr double kEquivalenceTolerance = 1e-4;
 
-// Disabled until one rank with --sync-batch-norm normalizes as N ranks do: one rank runs
-// oneDNN's own batch norm (float statistics, whose rounding moves some gradients of this
-// step by up to 3e-2 relative, and by as much when the batch is merely reordered), N ranks
-// the synchronized path (double statistics). Run it with --gtest_also_run_disabled_tests.
-TEST_F(MpiTrainTest, DISABLED_SyncBatchNormTwoRanksEqualOneRank) {
+// With --sync-batch-norm one rank runs the same synchronized path (double-precision
+// statistics) as N ranks; oneDNN's own float statistics would move some gradients of this
+// step by up to 3e-2 relative, as much as merely reordering the batch does.
+TEST_F(MpiTrainTest, SyncBatchNormTwoRanksEqualOneRank) {
   const std::vector<std::string> common = {"--limit-train",   "640",      "--stop-after-steps",
                                            kEquivalenceSteps, "--epochs", "1"};
   auto with = [&common](std::vector<std::string> extra) {
