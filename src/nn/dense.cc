@@ -52,10 +52,19 @@ class DensePlan final : public LayerPlan {
           dnnl::eltwise_backward::primitive_desc(relu_desc, ctx.engine, hint));
       diff_pre_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
     }
-    dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims),
-                                                      fwd_pd_.dst_desc());
-    bwd_data_pd_ =
-        dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
+    // Ask backward-data for the weights in their stored layout first: otherwise the
+    // 1.6M-element kernel of MiniVGGNet's fc1 would be reordered on every step.
+    try {
+      dnnl::inner_product_backward_data::desc data_desc(
+          AnyDesc(src_dims), layer.weights_.value.get_desc(), fwd_pd_.dst_desc());
+      bwd_data_pd_ =
+          dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
+    } catch (const dnnl::error&) {
+      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims),
+                                                        fwd_pd_.dst_desc());
+      bwd_data_pd_ =
+          dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
+    }
     bwd_data_ = dnnl::inner_product_backward_data(bwd_data_pd_);
     weights_data_ =
         ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);

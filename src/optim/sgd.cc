@@ -1,5 +1,6 @@
 #include "epochal/optim/sgd.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -100,15 +101,27 @@ double Sgd::L2Penalty() const {
 void Sgd::Step() noexcept {
   const float lr = static_cast<float>(CurrentLearningRate());
   const float m = options_.momentum;
+  // Elementwise, so any split gives the same bits: large tensors are cut into chunks
+  // that the threads share (a 1.6M-element dense kernel dominates MiniVGGNet).
+  constexpr size_t kChunk = 1 << 16;
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamView& p = params_[i];
     const float wd = p.apply_weight_decay ? options_.weight_decay : 0.0f;
-    if (m == 0.0f) {
-      PlainUpdate(p.value.data(), p.grad.data(), p.value.size(), lr, wd);
-    } else if (options_.nesterov) {
-      NesterovUpdate(p.value.data(), p.grad.data(), velocity_[i].data(), p.value.size(), lr, wd, m);
-    } else {
-      MomentumUpdate(p.value.data(), p.grad.data(), velocity_[i].data(), p.value.size(), lr, wd, m);
+    const size_t n = p.value.size();
+    const auto chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const size_t begin = static_cast<size_t>(c) * kChunk;
+      const size_t len = std::min(kChunk, n - begin);
+      float* w = p.value.data() + begin;
+      const float* g = p.grad.data() + begin;
+      if (m == 0.0f) {
+        PlainUpdate(w, g, len, lr, wd);
+      } else if (options_.nesterov) {
+        NesterovUpdate(w, g, velocity_[i].data() + begin, len, lr, wd, m);
+      } else {
+        MomentumUpdate(w, g, velocity_[i].data() + begin, len, lr, wd, m);
+      }
     }
   }
   ++iterations_;
