@@ -20,12 +20,14 @@
 #include "epochal/report/atomic_file.h"
 #include "epochal/report/classification_report.h"
 #include "epochal/report/console_reporter.h"
+#include "epochal/report/leakage_json.h"
 #include "epochal/report/progress_bar.h"
 #include "epochal/train/config.h"
 #include "epochal/train/trainer.h"
 #include "epochal/train/weights_io.h"
 #include "flags.h"
 #include "google/protobuf/text_format.h"
+#include "scan_command.h"
 
 namespace epochal::apps {
 namespace {
@@ -40,6 +42,7 @@ validation loss sits where it does against the training loss.
 commands:
   train      train a model described by a config file (configs/*.textproto)
   evaluate   evaluate saved weights on the validation split
+  scan       look for validation samples that leak from the training set
 
 Run 'epochal <command> --help' for the flags of a command.
 )";
@@ -167,6 +170,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("sync-batch-norm", "synchronize batch-norm statistics over ranks");
   f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
+  f.Switch("no-scan", "skip the leakage scan before training");
   if (!f.Parse(argc, argv, 2)) return 0;
   DefaultThreadsPerRank(f);
 
@@ -197,6 +201,19 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   }
 
   train::Trainer trainer(config, train_set, val_set, &comm);
+  if (!f.Has("no-scan") && !config.analysis().no_scan()) {
+    data::LeakageOptions options;
+    if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
+    const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
+    trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
+    if (comm.is_root()) {
+      report::WriteTextFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
+      std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
+                << " near duplicates of training samples in the validation set ("
+                << leak.label_conflicts << " with another label), " << leak.seconds
+                << " s; details in " << (fs::path(out) / "leakage.json").string() << "\n";
+    }
+  }
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
   report::ConsoleReporter console(std::cout, report::IsTerminal(stdout));
@@ -285,6 +302,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "train") return apps::Train(*comm, argc, argv);
     if (command == "evaluate") return apps::Evaluate(*comm, argc, argv);
+    if (command == "scan") return apps::Scan(*comm, argc, argv);
     if (command == "--help" || command == "-h" || command == "help") {
       if (comm->is_root()) std::cout << apps::kUsage;
       return 0;

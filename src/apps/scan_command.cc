@@ -18,6 +18,7 @@
 #include "epochal/data/leakage.h"
 #include "epochal/data/sampler.h"
 #include "epochal/report/atomic_file.h"
+#include "epochal/report/leakage_json.h"
 #include "flags.h"
 
 namespace epochal::apps {
@@ -159,6 +160,42 @@ std::string Summary(const data::LeakageReport& r, const data::Dataset& train,
 
 }  // namespace
 
+data::LeakageReport ShardedLeakageScan(const dist::Communicator& comm, const data::Dataset& train,
+                                       const data::Dataset& val,
+                                       const data::LeakageOptions& options) {
+  const auto start = Clock::now();
+  const data::IndexRange share = data::ShardRange(val.size(), comm.rank(), comm.size());
+  const data::LeakageReport part = data::ScanLeakage(train, val, options, share.begin, share.end);
+  data::LeakageReport total;
+  // Rank 0 adds the split statistics while the others may still be scanning.
+  if (comm.is_root()) data::AddSplitStatistics(train, val, &total);
+  std::vector<double> packed;
+  Pack(part, &packed);
+  std::vector<double> gathered;
+  comm.Gather(packed, comm.is_root() ? &gathered : nullptr);
+  if (comm.is_root()) {
+    size_t offset = 0;
+    for (int rank = 0; rank < comm.size(); ++rank) {
+      data::MergeInto(&total, Unpack(gathered, &offset, part));
+    }
+    EPOCHAL_CHECK(offset == gathered.size(), "leftover data after ", comm.size(),
+                  " partial reports");
+  }
+  // Every rank learns the totals (they feed the LEAKAGE finding on every rank).
+  int64_t counts[3] = {total.exact, total.near, total.label_conflicts};
+  comm.Broadcast(std::span<int64_t>(counts));
+  total.exact = counts[0];
+  total.near = counts[1];
+  total.label_conflicts = counts[2];
+  total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return total;
+}
+
+std::string LeakageSummary(const data::LeakageReport& report, const data::Dataset& train,
+                           const data::Dataset& val, int ranks) {
+  return Summary(report, train, val, ranks);
+}
+
 int Scan(const dist::Communicator& comm, int argc, char** argv) {
   const data::FashionMnistFiles defaults = data::FashionMnistPaths(data::DefaultFashionMnistDir());
   Flags f("epochal scan",
@@ -214,27 +251,11 @@ int Scan(const dist::Communicator& comm, int argc, char** argv) {
     return failure.exit_code;
   }
 
-  const auto start = Clock::now();
-  const data::IndexRange share = data::ShardRange(val.size(), comm.rank(), comm.size());
-  const data::LeakageReport part = data::ScanLeakage(train, val, options, share.begin, share.end);
-  data::LeakageReport total;
-  // Rank 0 adds the split statistics while the others may still be scanning.
-  if (comm.is_root()) data::AddSplitStatistics(train, val, &total);
-  std::vector<double> packed;
-  Pack(part, &packed);
-  std::vector<double> gathered;
-  comm.Gather(packed, comm.is_root() ? &gathered : nullptr);
+  const data::LeakageReport total = ShardedLeakageScan(comm, train, val, options);
   if (!comm.is_root()) return 0;
-
-  size_t offset = 0;
-  for (int rank = 0; rank < comm.size(); ++rank) {
-    data::MergeInto(&total, Unpack(gathered, &offset, part));
-  }
-  EPOCHAL_CHECK(offset == gathered.size(), "leftover data after ", comm.size(), " partial reports");
-  total.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   std::cout << Summary(total, train, val, comm.size());
   if (!json_path.empty()) {
-    report::WriteTextFileAtomic(json_path, data::LeakageJson(total));
+    report::WriteTextFileAtomic(json_path, report::LeakageJson(total));
     std::cout << "  report              " << json_path << "\n";
   }
   std::cout.flush();

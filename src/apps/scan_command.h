@@ -2,6 +2,9 @@
 // subcommand, sharded over MPI ranks when started by a launcher.
 #pragma once
 
+#include <string>
+
+#include "epochal/data/leakage.h"
 #include "epochal/dist/communicator.h"
 
 namespace epochal::apps {
@@ -16,5 +19,15 @@ namespace epochal::apps {
 // input, 1 otherwise. An unknown flag throws InputError (as for the other subcommands);
 // later failures throw, and `main` ends the job.
 int Scan(const dist::Communicator& comm, int argc, char** argv);
+
+// Scans `val` against `train`, each rank taking a contiguous share of the validation
+// samples. Rank 0 gets the merged report; every rank gets the total counts (exact,
+// near, label_conflicts). A collective.
+data::LeakageReport ShardedLeakageScan(const dist::Communicator& comm, const data::Dataset& train,
+                                       const data::Dataset& val,
+                                       const data::LeakageOptions& options);
+// The human-readable summary `epochal scan` prints.
+std::string LeakageSummary(const data::LeakageReport& report, const data::Dataset& train,
+                           const data::Dataset& val, int ranks);
 
 }  // namespace epochal::apps

@@ -13,6 +13,7 @@
 
 #include "epochal/core/error.h"
 #include "epochal/data/idx.h"
+#include "epochal/report/leakage_json.h"
 
 namespace epochal::data {
 namespace {
@@ -442,7 +443,7 @@ TEST(LeakageTest, JsonHoldsCountsPairsAndStatistics) {
   Planted p;
   p.val.labels[40] = static_cast<uint8_t>((p.val.labels[40] + 1) % kClasses);
   const LeakageReport r = ScanLeakage(p.train, p.val, LeakageOptions{});
-  const std::string json = LeakageJson(r);
+  const std::string json = report::LeakageJson(r);
   for (const std::string& part :
        {std::string("\"near_rmse\": 0.01"), std::string("\"exact\": 7"), std::string("\"near\": 5"),
         std::string("\"label_conflicts\": 1"), std::string("\"pair_count\": 12"),

@@ -136,7 +136,6 @@ void MergeInto(LeakageReport* total, const LeakageReport& part);
 // The report as an indented JSON object: the threshold and sizes, the counts, the pairs
 // as [train_index, val_index, rmse, label_conflict], the within-split duplicates, the
 // class counts, chi_square, degrees_of_freedom, p_value and seconds.
-std::string LeakageJson(const LeakageReport& report);
 
 // Duplicates inside one dataset, by hash of the raw bytes confirmed by memcmp.
 SplitDuplicates FindSplitDuplicates(const Dataset& ds);
