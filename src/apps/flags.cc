@@ -25,8 +25,7 @@ bool Flags::Parse(int argc, char** argv, int first) {
       return false;
     }
     if (arg.rfind("--", 0) != 0) {
-      throw InputError(command_ + ": unexpected argument '" + arg + "' (see " + command_ +
-                       " --help)");
+      throw InputError("unexpected argument '" + arg + "' (see " + command_ + " --help)");
     }
     std::string name = arg.substr(2);
     std::optional<std::string> inline_value;
@@ -39,10 +38,10 @@ bool Flags::Parse(int argc, char** argv, int first) {
       if (s.name == name) spec = &s;
     }
     if (spec == nullptr) {
-      throw InputError(command_ + ": unknown flag --" + name + " (see " + command_ + " --help)");
+      throw InputError("unknown flag --" + name + " (see " + command_ + " --help)");
     }
     if (spec->is_switch) {
-      if (inline_value) throw InputError(command_ + ": --" + name + " takes no value");
+      if (inline_value) throw InputError("--" + name + " takes no value");
       values_[name] = "true";
       continue;
     }
@@ -51,7 +50,7 @@ bool Flags::Parse(int argc, char** argv, int first) {
     } else if (i + 1 < argc) {
       values_[name] = argv[++i];
     } else {
-      throw InputError(command_ + ": --" + name + " needs a value (" + spec->placeholder + ")");
+      throw InputError("--" + name + " needs a value (" + spec->placeholder + ")");
     }
   }
   return true;
@@ -75,15 +74,15 @@ std::optional<int64_t> Flags::GetInt(const std::string& name, int64_t min_value,
     used = 0;
   }
   if (used == 0 || used != text->size()) {
-    throw InputError(command_ + ": --" + name + " expects an integer, got '" + *text + "'");
+    throw InputError("--" + name + " expects an integer, got '" + *text + "'");
   }
   if (v < min_value) {
-    throw InputError(command_ + ": --" + name + " must be at least " + std::to_string(min_value) +
-                     ", got " + *text);
+    throw InputError("--" + name + " must be at least " + std::to_string(min_value) + ", got " +
+                     *text);
   }
   if (v > max_value) {
-    throw InputError(command_ + ": --" + name + " must be at most " + std::to_string(max_value) +
-                     ", got " + *text);
+    throw InputError("--" + name + " must be at most " + std::to_string(max_value) + ", got " +
+                     *text);
   }
   return v;
 }
@@ -99,7 +98,7 @@ std::optional<double> Flags::GetDouble(const std::string& name) const {
     used = 0;
   }
   if (used == 0 || used != text->size() || !std::isfinite(v)) {
-    throw InputError(command_ + ": --" + name + " expects a finite number, got '" + *text + "'");
+    throw InputError("--" + name + " expects a finite number, got '" + *text + "'");
   }
   return v;
 }

@@ -34,6 +34,7 @@
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "scan_command.h"
+#include "startup.h"
 
 namespace epochal::apps {
 namespace {
@@ -80,7 +81,6 @@ v1::ExperimentConfig LoadConfig(const Flags& f) {
     if (*v <= 0) throw InputError("--lr must be positive, got " + *f.Get("lr"));
     config.mutable_optimizer()->set_learning_rate(static_cast<float>(*v));
   }
-  if (auto v = f.GetInt("threads", 1, 4096)) omp_set_num_threads(static_cast<int>(*v));
   // The flags may have changed validated fields.
   train::ValidateExperimentConfig(config, *path + " (with command-line overrides)", nullptr);
   return config;
@@ -122,45 +122,6 @@ class WeightsSaver final : public train::TrainingObserver {
   std::string name_, path_;
 };
 
-// Thrown when start-up failed on some rank. Every rank throws it with the same exit
-// code; only the first failing rank carries the message, so the cause prints once.
-struct StartupFailure {
-  std::string message;  // Empty on every rank but the first failing one.
-  int exit_code;
-};
-
-// Runs `prepare` (reading the config and data: nothing collective) on every rank, then
-// agrees on the outcome in two small collectives, so a bad file on any one rank ends
-// every rank promptly instead of leaving the others blocked in their first collective.
-template <typename F>
-void AgreeOnStartup(const dist::Communicator& comm, F&& prepare) {
-  std::string error;
-  int code = 0;
-  try {
-    prepare();
-  } catch (const InputError& e) {
-    error = e.what();
-    code = 2;
-  } catch (const std::exception& e) {
-    error = e.what();
-    code = 1;
-  }
-  const int64_t worst = comm.AllreduceMax(code);
-  if (worst == 0) return;
-  const int64_t first = comm.AllreduceMin(code != 0 ? comm.rank() : comm.size());
-  if (comm.size() > 1 && !error.empty())
-    error = "rank " + std::to_string(comm.rank()) + ": " + error;
-  throw StartupFailure{first == comm.rank() ? error : "", static_cast<int>(worst)};
-}
-
-// With several ranks per node and no --threads, share the node's cores between them.
-void DefaultThreadsPerRank(const Flags& f) {
-  if (f.Has("threads")) return;
-  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  const int ranks_here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
-  if (ranks_here > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / ranks_here));
-}
-
 int Train(const dist::Communicator& comm, int argc, char** argv) {
   Flags f("epochal train",
           "Trains the model of --config on its data, validating after every epoch. Writes\n"
@@ -179,12 +140,12 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
   if (!f.Parse(argc, argv, 2)) return 0;
-  DefaultThreadsPerRank(f);
 
   v1::ExperimentConfig config;
   data::Dataset train_set, val_set;
   std::string out;
   AgreeOnStartup(comm, [&] {
+    SetThreadsPerRank(f);
     config = LoadConfig(f);
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
@@ -260,7 +221,7 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
   f.Switch("json", "print one JSON object (full precision) instead of the report");
   if (!f.Parse(argc, argv, 2)) return 0;
-  DefaultThreadsPerRank(f);
+  SetThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
   const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
   if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");

@@ -20,53 +20,13 @@
 #include "epochal/report/atomic_file.h"
 #include "epochal/report/leakage_json.h"
 #include "flags.h"
+#include "startup.h"
 
 namespace epochal::apps {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-// Start-up failed on some rank; every rank carries the same exit code, only the first
-// failing rank the message. The same protocol as `epochal train`'s start-up.
-struct ScanStartupFailure {
-  std::string message;
-  int exit_code;
-};
-
-// Runs `prepare` (nothing collective in it) on every rank, then agrees on the outcome in
-// two small collectives, so a bad file on one rank ends every rank promptly.
-template <typename F>
-void AgreeOnStartup(const dist::Communicator& comm, F&& prepare) {
-  std::string error;
-  int code = 0;
-  try {
-    prepare();
-  } catch (const InputError& e) {
-    error = e.what();
-    code = 2;
-  } catch (const std::exception& e) {
-    error = e.what();
-    code = 1;
-  }
-  const int64_t worst = comm.AllreduceMax(code);
-  if (worst == 0) return;
-  const int64_t first = comm.AllreduceMin(code != 0 ? comm.rank() : comm.size());
-  if (comm.size() > 1 && !error.empty())
-    error = "rank " + std::to_string(comm.rank()) + ": " + error;
-  throw ScanStartupFailure{first == comm.rank() ? error : "", static_cast<int>(worst)};
-}
-
-// --threads, or with several ranks per node the node's cores shared between them.
-void SetThreads(const Flags& f) {
-  if (auto v = f.GetInt("threads", 1, 4096)) {
-    omp_set_num_threads(static_cast<int>(*v));
-    return;
-  }
-  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  const int ranks_here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
-  if (ranks_here > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / ranks_here));
-}
 
 // A partial report as doubles for Communicator::Gather: a header of counts, then four
 // doubles per pair. Indices and counts stay exact below 2^53.
@@ -221,35 +181,30 @@ int Scan(const dist::Communicator& comm, int argc, char** argv) {
   data::LeakageOptions options;
   data::Dataset train, val;
   std::string json_path;
-  try {
-    AgreeOnStartup(comm, [&] {
-      SetThreads(f);
-      if (auto v = f.GetDouble("near-rmse")) {
-        if (*v < 0) throw InputError("--near-rmse must be >= 0, got " + *f.Get("near-rmse"));
-        options.near_rmse = *v;
+  AgreeOnStartup(comm, [&] {
+    SetThreadsPerRank(f);
+    if (auto v = f.GetDouble("near-rmse")) {
+      if (*v < 0) throw InputError("--near-rmse must be >= 0, got " + *f.Get("near-rmse"));
+      options.near_rmse = *v;
+    }
+    if (auto v = f.GetInt("max-pairs", 0)) options.max_pairs = *v;
+    const int num_classes = static_cast<int>(f.GetInt("num-classes", 1, 256).value_or(10));
+    if (auto v = f.Get("json"); v && comm.is_root()) {
+      json_path = *v;
+      const fs::path dir = fs::path(json_path).parent_path();
+      if (!dir.empty() && !fs::is_directory(dir)) {
+        throw InputError("--json " + json_path + ": no directory " + dir.string());
       }
-      if (auto v = f.GetInt("max-pairs", 0)) options.max_pairs = *v;
-      const int num_classes = static_cast<int>(f.GetInt("num-classes", 1, 256).value_or(10));
-      if (auto v = f.Get("json"); v && comm.is_root()) {
-        json_path = *v;
-        const fs::path dir = fs::path(json_path).parent_path();
-        if (!dir.empty() && !fs::is_directory(dir)) {
-          throw InputError("--json " + json_path + ": no directory " + dir.string());
-        }
-      }
-      train = data::LoadIdxDataset(f.Get("train-images").value_or(defaults.train_images),
-                                   f.Get("train-labels").value_or(defaults.train_labels),
-                                   num_classes, f.GetInt("limit-train", 1).value_or(0));
-      val = data::LoadIdxDataset(f.Get("val-images").value_or(defaults.test_images),
-                                 f.Get("val-labels").value_or(defaults.test_labels), num_classes,
-                                 f.GetInt("limit-val", 1).value_or(0));
-      // An empty range checks the shapes and the options without scanning anything.
-      data::ScanLeakage(train, val, options, 0, 0);
-    });
-  } catch (const ScanStartupFailure& failure) {
-    if (!failure.message.empty()) std::cerr << "epochal scan: error: " << failure.message << "\n";
-    return failure.exit_code;
-  }
+    }
+    train = data::LoadIdxDataset(f.Get("train-images").value_or(defaults.train_images),
+                                 f.Get("train-labels").value_or(defaults.train_labels), num_classes,
+                                 f.GetInt("limit-train", 1).value_or(0));
+    val = data::LoadIdxDataset(f.Get("val-images").value_or(defaults.test_images),
+                               f.Get("val-labels").value_or(defaults.test_labels), num_classes,
+                               f.GetInt("limit-val", 1).value_or(0));
+    // An empty range checks the shapes and the options without scanning anything.
+    data::ScanLeakage(train, val, options, 0, 0);
+  });
 
   const data::LeakageReport total = ShardedLeakageScan(comm, train, val, options);
   if (!comm.is_root()) return 0;
