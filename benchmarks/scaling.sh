@@ -27,7 +27,7 @@ run() {  # name ranks threads [mpiexec args...]
   fi
   local ips timing
   ips=$(grep -oE '[0-9]+ img/s' "$out.log" | tail -1 | cut -d' ' -f1)
-  timing=$(grep -E '^  [0-9]+ ranks:' "$out.log" | tail -1 | sed 's/^  //')
+  timing=$(grep -E '^  [0-9]+ ranks:' "$out.log" | tail -1 | sed 's/^  //' || true)
   printf '%-28s %6s images/s   %s\n' "$name" "$ips" "${timing:-(single process: no all-reduce)}"
   echo "$ips" > "$out.ips"
 }

@@ -139,6 +139,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
+  f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 4 MiB");
   if (!f.Parse(argc, argv, 2)) return 0;
 
   v1::ExperimentConfig config;
@@ -149,6 +150,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     config = LoadConfig(f);
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
+    if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
     if (comm.is_root()) {
       out = f.Get("out").value_or(DefaultRunDir());
       std::error_code ec;

@@ -25,6 +25,9 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 // Batches used for validation; inference results do not depend on the batch size.
 constexpr int64_t kEvalBatchSize = 128;
 constexpr int64_t kDefaultProbeSamples = 10000;
+// Small buckets let the conv layers' gradients leave layer by layer instead of in one
+// exposed tail bucket (docs/scaling.md, "How the trainer follows these notes").
+constexpr size_t kDefaultBucketBytes = 64 << 10;
 // Dropout mask key of the training-mode probe: fixed, so P_train changes only because
 // the weights do (training epochs are 1-based, so this never collides).
 constexpr int64_t kProbeMaskEpoch = -1;
@@ -133,7 +136,7 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
     sgd_->SetLearningRateScaling(static_cast<double>(world), warmup);
   }
   const auto bucket_bytes =
-      t.bucket_bytes() > 0 ? static_cast<size_t>(t.bucket_bytes()) : dist::kDefaultBucketBytes;
+      t.bucket_bytes() > 0 ? static_cast<size_t>(t.bucket_bytes()) : kDefaultBucketBytes;
   bucketer_ = std::make_unique<dist::GradientBucketer>(*comm_, std::move(grads), bucket_bytes,
                                                        static_cast<size_t>(kNumExtras));
   if (world > 1) BroadcastState();
