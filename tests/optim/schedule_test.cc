@@ -24,7 +24,6 @@ TEST(TimeDecayScheduleTest, ZeroDecayIsConstant) {
   EXPECT_EQ(schedule.LearningRate(1000000), 0.1);
 }
 
-
 TEST(TimeDecayScheduleTest, LinearScalingRampsOverTheWarmup) {
   TimeDecaySchedule s(0.01, 0.0);
   s.SetScaling(4.0, 100);

@@ -18,8 +18,8 @@ class PrintEveryTenth : public TrainingObserver {
     const int64_t decile = 10 * e.samples_in_epoch / e.samples_per_epoch;
     if (decile != last_) {
       last_ = decile;
-      std::cout << "  " << e.samples_in_epoch << "/" << e.samples_per_epoch
-                << " loss " << e.running_loss << " accuracy " << e.running_accuracy << std::endl;
+      std::cout << "  " << e.samples_in_epoch << "/" << e.samples_per_epoch << " loss "
+                << e.running_loss << " accuracy " << e.running_accuracy << std::endl;
     }
   }
 
@@ -32,13 +32,13 @@ TEST(FullEpochTest, RealSplitReachesEightyFivePercent) {
   if (!std::filesystem::exists(d + "/train-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   }
-  v1::ExperimentConfig config = LoadExperimentConfig(
-      std::string(EPOCHAL_SOURCE_DIR) + "/configs/fashion_mnist_minivggnet.textproto");
+  v1::ExperimentConfig config = LoadExperimentConfig(std::string(EPOCHAL_SOURCE_DIR) +
+                                                     "/configs/fashion_mnist_minivggnet.textproto");
   config.mutable_training()->set_epochs(1);
   const data::Dataset train = data::LoadIdxDataset(d + "/train-images-idx3-ubyte.gz",
                                                    d + "/train-labels-idx1-ubyte.gz", 10);
-  const data::Dataset val = data::LoadIdxDataset(d + "/t10k-images-idx3-ubyte.gz",
-                                                 d + "/t10k-labels-idx1-ubyte.gz", 10);
+  const data::Dataset val =
+      data::LoadIdxDataset(d + "/t10k-images-idx3-ubyte.gz", d + "/t10k-labels-idx1-ubyte.gz", 10);
   ASSERT_EQ(train.size(), 60000);
   ASSERT_EQ(val.size(), 10000);
   Trainer trainer(config, train, val);

@@ -87,10 +87,10 @@ TEST(TrainerTest, HistoryFollowsTheStepsAndTheKerasSchedule) {
     EXPECT_NEAR(h.batches[t].lr, 0.01 / (1.0 + 0.0004 * static_cast<double>(t)), 1e-8);
   }
   // The epoch loss is the sample-weighted mean of its batch losses.
-  const double expected = (50 * (h.batches[0].loss + h.batches[1].loss + h.batches[2].loss +
-                                 h.batches[3].loss) +
-                           30 * h.batches[4].loss) /
-                          230;
+  const double expected =
+      (50 * (h.batches[0].loss + h.batches[1].loss + h.batches[2].loss + h.batches[3].loss) +
+       30 * h.batches[4].loss) /
+      230;
   EXPECT_NEAR(h.epochs[0].loss, expected, 1e-9);
   EXPECT_EQ(h.epochs[1].lr, h.batches[9].lr);
   EXPECT_GT(h.epochs[0].seconds, 0);
