@@ -60,18 +60,7 @@ class Conv2DPlan final : public LayerPlan {
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     // Backward: the ReLU's derivative from the saved dst, then data and weights.
-    if (o.fuse_relu) {
-      dnnl::eltwise_forward::desc relu_hint_desc(dnnl::prop_kind::forward_training,
-                                                 dnnl::algorithm::eltwise_relu_use_dst_for_bwd,
-                                                 fwd_pd_.dst_desc(), 0.0f, 0.0f);
-      dnnl::eltwise_forward::primitive_desc relu_hint(relu_hint_desc, ctx.engine);
-      dnnl::eltwise_backward::desc relu_bwd_desc(dnnl::algorithm::eltwise_relu_use_dst_for_bwd,
-                                                 fwd_pd_.dst_desc(), fwd_pd_.dst_desc(), 0.0f,
-                                                 0.0f);
-      relu_bwd_ = dnnl::eltwise_backward(
-          dnnl::eltwise_backward::primitive_desc(relu_bwd_desc, ctx.engine, relu_hint));
-      diff_pre_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
-    }
+    if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
     dnnl::convolution_backward_data::desc bwd_data_desc(dnnl::algorithm::convolution_direct,
                                                         AnyDesc(src_dims), AnyDesc(w_dims),
                                                         AnyDesc(dst_dims), strides, pad_l, pad_r);
@@ -114,15 +103,8 @@ class Conv2DPlan final : public LayerPlan {
   void Backward(const StepContext&, const memory&, const memory& diff_dst,
                 bool need_diff_src) override {
     auto& s = ctx_.stream;
-    if (bwd_key_ != diff_dst.get()) {
-      bwd_key_ = diff_dst.get();
-      const memory diff = layer_.options_.fuse_relu ? diff_pre_ : diff_dst;
-      relu_args_ = {
-          {DNNL_ARG_DST, dst_}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_pre_}};
-      diff_ = diff;
-    }
-    if (layer_.options_.fuse_relu) relu_bwd_.execute(s, relu_args_);
-    const memory& diff_w_in = diff_dst_w_.Apply(s, diff_);
+    const memory& diff = layer_.options_.fuse_relu ? relu_bwd_.Apply(s, dst_, diff_dst) : diff_dst;
+    const memory& diff_w_in = diff_dst_w_.Apply(s, diff);
     const memory& src_w = src_w_.Apply(s, saved_src_);
     if (wargs_.empty()) {
       wargs_ = {{DNNL_ARG_SRC, src_w},
@@ -135,7 +117,7 @@ class Conv2DPlan final : public LayerPlan {
     bwd_w_.execute(s, wargs_);
     diff_weights_out_.Commit(s);
     if (need_diff_src) {
-      const memory& diff_d_in = diff_dst_data_.Apply(s, diff_);
+      const memory& diff_d_in = diff_dst_data_.Apply(s, diff);
       const memory& w = weights_data_.Apply(s, layer_.weights_.value);
       if (dargs_.empty()) {
         dargs_ = {{DNNL_ARG_DIFF_DST, diff_d_in},
@@ -161,11 +143,8 @@ class Conv2DPlan final : public LayerPlan {
   // Execution arguments, built on first use and reused (the memories they name are
   // fixed for the plan's lifetime; assigning an existing key does not allocate).
   dnnl_memory_t fwd_key_ = nullptr;
-  dnnl_memory_t bwd_key_ = nullptr;
-  std::unordered_map<int, memory> fwd_args_, relu_args_, wargs_, dargs_;
-  memory diff_;  // diff_dst, or the pre-ReLU diff when the ReLU is fused.
-  dnnl::eltwise_backward relu_bwd_;
-  memory diff_pre_;  // diff of the pre-ReLU output.
+  std::unordered_map<int, memory> fwd_args_, wargs_, dargs_;
+  FusedReluBackward relu_bwd_;
   dnnl::convolution_backward_data::primitive_desc bwd_data_pd_;
   dnnl::convolution_backward_data bwd_data_;
   ReorderIfNeeded diff_dst_data_, weights_data_;

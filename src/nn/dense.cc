@@ -41,17 +41,7 @@ class DensePlan final : public LayerPlan {
         ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
-    if (o.fuse_relu) {
-      const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
-      dnnl::eltwise_forward::desc hint_desc(dnnl::prop_kind::forward_training, alg,
-                                            fwd_pd_.dst_desc(), 0.0f, 0.0f);
-      dnnl::eltwise_forward::primitive_desc hint(hint_desc, ctx.engine);
-      dnnl::eltwise_backward::desc relu_desc(alg, fwd_pd_.dst_desc(), fwd_pd_.dst_desc(), 0.0f,
-                                             0.0f);
-      relu_bwd_ = dnnl::eltwise_backward(
-          dnnl::eltwise_backward::primitive_desc(relu_desc, ctx.engine, hint));
-      diff_pre_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
-    }
+    if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
     // Ask backward-data for the weights in their stored layout first: otherwise the
     // 1.6M-element kernel of MiniVGGNet's fc1 would be reordered on every step.
     try {
@@ -103,13 +93,8 @@ class DensePlan final : public LayerPlan {
   void Backward(const StepContext&, const memory&, const memory& diff_dst,
                 bool need_diff_src) override {
     auto& s = ctx_.stream;
-    const memory* diff = &diff_dst;
-    if (layer_.options_.fuse_relu) {
-      if (relu_args_.empty()) relu_args_ = {{DNNL_ARG_DST, dst_}, {DNNL_ARG_DIFF_SRC, diff_pre_}};
-      relu_args_[DNNL_ARG_DIFF_DST] = diff_dst;
-      relu_bwd_.execute(s, relu_args_);
-      diff = &diff_pre_;
-    }
+    const memory* diff =
+        layer_.options_.fuse_relu ? &relu_bwd_.Apply(s, dst_, diff_dst) : &diff_dst;
     const memory& diff_w_in = diff_dst_w_.Apply(s, *diff);
     const memory& src_w = src_w_.Apply(s, saved_src_);
     if (wargs_.empty()) {
@@ -138,8 +123,7 @@ class DensePlan final : public LayerPlan {
   dnnl::inner_product_forward fwd_;
   ReorderIfNeeded src_fwd_, weights_fwd_;
   memory dst_, saved_src_;
-  dnnl::eltwise_backward relu_bwd_;
-  memory diff_pre_;
+  FusedReluBackward relu_bwd_;
   dnnl::inner_product_backward_data::primitive_desc bwd_data_pd_;
   dnnl::inner_product_backward_data bwd_data_;
   ReorderIfNeeded weights_data_, diff_dst_data_;
@@ -150,7 +134,7 @@ class DensePlan final : public LayerPlan {
   ReorderIfNeeded src_w_, diff_dst_w_;
   OutputReorder diff_weights_out_;
   // Execution arguments, built on first use; later assignments reuse the map's nodes.
-  std::unordered_map<int, memory> fwd_args_, relu_args_, wargs_, dargs_;
+  std::unordered_map<int, memory> fwd_args_, wargs_, dargs_;
 };
 
 Dense::Dense(std::string name, DenseOptions options) : Layer(std::move(name)), options_(options) {

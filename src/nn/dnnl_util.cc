@@ -98,6 +98,24 @@ void OutputReorder::Commit(dnnl::stream& stream) {
   if (needed_) reorder_.execute(stream, buffer_, target_);
 }
 
+FusedReluBackward::FusedReluBackward(const dnnl::memory::desc& dst_md, const dnnl::engine& engine) {
+  const auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+  dnnl::eltwise_forward::desc hint_desc(dnnl::prop_kind::forward_training, alg, dst_md, 0.0f, 0.0f);
+  dnnl::eltwise_forward::primitive_desc hint(hint_desc, engine);
+  dnnl::eltwise_backward::desc desc(alg, dst_md, dst_md, 0.0f, 0.0f);
+  primitive_ = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(desc, engine, hint));
+  diff_pre_ = ZeroedMemory(dst_md, engine);
+}
+
+const dnnl::memory& FusedReluBackward::Apply(dnnl::stream& stream, const dnnl::memory& dst,
+                                             const dnnl::memory& diff_dst) {
+  if (args_.empty()) args_ = {{DNNL_ARG_DIFF_SRC, diff_pre_}};
+  args_[DNNL_ARG_DST] = dst;  // Assigning an existing key reuses its node.
+  args_[DNNL_ARG_DIFF_DST] = diff_dst;
+  primitive_.execute(stream, args_);
+  return diff_pre_;
+}
+
 std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m) {
   const auto plain_md = PlainDesc(m.get_desc().dims());
   std::vector<float> out(static_cast<size_t>(PhysicalSize(plain_md)));

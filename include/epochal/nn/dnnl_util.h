@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 namespace epochal::nn {
@@ -76,6 +77,23 @@ class OutputReorder {
   dnnl::memory target_;
   dnnl::memory buffer_;
   dnnl::reorder reorder_;
+};
+
+// The backward of a ReLU fused into a conv or dense primitive as a post-op: the
+// derivative comes from the saved post-ReLU dst (eltwise_relu_use_dst_for_bwd).
+// Created once per shape; Apply neither allocates nor throws in steady state.
+class FusedReluBackward {
+ public:
+  FusedReluBackward() = default;
+  FusedReluBackward(const dnnl::memory::desc& dst_md, const dnnl::engine& engine);
+  // Writes and returns the diff of the pre-ReLU output, given the post-ReLU `dst`.
+  const dnnl::memory& Apply(dnnl::stream& stream, const dnnl::memory& dst,
+                            const dnnl::memory& diff_dst);
+
+ private:
+  dnnl::eltwise_backward primitive_;
+  dnnl::memory diff_pre_;
+  std::unordered_map<int, dnnl::memory> args_;
 };
 
 // Copies a memory into a plain-layout float vector (tests, checkpoints, exports).
