@@ -16,7 +16,10 @@ int main(int argc, char** argv) {
     epochal::dist::MpiEnvironment mpi(&argc, &argv);
     epochal::dist::Communicator world;
     if (world.rank() == 1) {
-      if (mode == "abort") world.Abort(3);
+      if (mode == "abort") {
+        std::fprintf(stderr, "rank 1: aborting all %d ranks\n", world.size());
+        world.Abort(3);
+      }
       throw std::runtime_error("rank 1 fails");
     }
     world.Barrier();  // never completes: rank 1 never gets here
