@@ -139,7 +139,9 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
-  f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 4 MiB");
+  f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 64 KiB");
+  f.Value("allreduce-progress", "MODE",
+          "how all-reduces advance during backward: auto, thread or poll", "config's, else auto");
   if (!f.Parse(argc, argv, 2)) return 0;
 
   v1::ExperimentConfig config;
@@ -151,6 +153,9 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
     if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
+    if (auto v = f.Get("allreduce-progress")) {
+      config.mutable_training()->set_allreduce_progress(*v);
+    }
     if (comm.is_root()) {
       out = f.Get("out").value_or(DefaultRunDir());
       std::error_code ec;
@@ -341,7 +346,11 @@ int main(int argc, char** argv) {
   std::optional<dist::MpiEnvironment> mpi;
   std::optional<dist::Communicator> comm;
   try {
-    if (dist::MpiEnvironment::LaunchedByMpi()) mpi.emplace(&argc, &argv);
+    // MPI_THREAD_MULTIPLE when available lets the gradient all-reduce progress on its own
+    // thread (training.allreduce_progress); the main thread alone needs only FUNNELED.
+    if (dist::MpiEnvironment::LaunchedByMpi()) {
+      mpi.emplace(&argc, &argv, MPI_THREAD_FUNNELED, MPI_THREAD_MULTIPLE);
+    }
     comm.emplace(dist::Communicator::WorldOrSolo());
   } catch (const std::exception& e) {
     std::cerr << "epochal: cannot start MPI: " << e.what() << "\n";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <exception>
 #include <utility>
 
 #include "epochal/core/error.h"
@@ -15,6 +16,21 @@ double Seconds(std::chrono::steady_clock::duration d) {
 }
 
 }  // namespace
+
+const char* ProgressName(Progress progress) {
+  return progress == Progress::kThread ? "thread" : "poll";
+}
+
+bool ThreadProgressAvailable() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return false;
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  return level == MPI_THREAD_MULTIPLE;
+}
 
 std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size_t bucket_bytes) {
   std::vector<std::vector<size_t>> buckets;
@@ -35,8 +51,9 @@ std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size
 }
 
 GradientBucketer::GradientBucketer(const Communicator& comm, std::vector<std::span<float>> grads,
-                                   size_t bucket_bytes, size_t num_extras)
-    : comm_(comm.Duplicate()) {
+                                   size_t bucket_bytes, size_t num_extras, Progress progress,
+                                   std::chrono::microseconds poll_interval)
+    : comm_(comm.Duplicate()), poll_interval_(poll_interval) {
   std::vector<size_t> sizes(grads.size());
   params_.resize(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
@@ -75,9 +92,23 @@ GradientBucketer::GradientBucketer(const Communicator& comm, std::vector<std::sp
   completed_indices_.assign(buckets_.size(), 0);
   marked_.assign(params_.size(), 0);
   BeginStep();
+  if (progress == Progress::kThread && Active()) {
+    EPOCHAL_CHECK(ThreadProgressAvailable(),
+                  "GradientBucketer: a progress thread needs MPI_THREAD_MULTIPLE");
+    progress_ = Progress::kThread;
+    thread_ = std::thread([this] { ProgressLoop(); });
+  }
 }
 
 GradientBucketer::~GradientBucketer() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    work_.notify_one();
+    thread_.join();
+  }
   if (in_flight_ > 0) {
     // See the header: MPI may still write into the buffer.
     new std::vector<float>(std::move(buffer_));
@@ -85,6 +116,7 @@ GradientBucketer::~GradientBucketer() {
 }
 
 void GradientBucketer::BeginStep() {
+  std::lock_guard<std::mutex> lock(mu_);
   EPOCHAL_CHECK(!step_open_ || next_to_start_ == 0,
                 "GradientBucketer::BeginStep: the previous step's all-reduces were started "
                 "but never waited for");
@@ -110,11 +142,19 @@ void GradientBucketer::MarkReady(size_t param_index) {
   marked_[param_index] = 1;
   const Param& param = params_[param_index];
   Bucket& bucket = buckets_[param.bucket];
+  // The bucket has not started, so MPI and the progress thread leave its bytes alone.
   if (Active()) {
     std::copy(param.grad.begin(), param.grad.end(),
               buffer_.begin() + static_cast<std::ptrdiff_t>(bucket.offset + param.offset));
   }
-  if (--bucket.unready == 0) StartReadyBuckets();
+  std::unique_lock<std::mutex> lock(mu_);
+  if (--bucket.unready == 0) {
+    const size_t in_flight_before = in_flight_;
+    StartReadyBuckets();
+    const bool started = in_flight_ > in_flight_before;
+    lock.unlock();
+    if (started && progress_ == Progress::kThread) work_.notify_one();
+  }
 }
 
 void GradientBucketer::StartReadyBuckets() {
@@ -153,6 +193,12 @@ void GradientBucketer::Unpack(size_t bucket) {
 }
 
 void GradientBucketer::Poll() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // the progress thread is testing right now
+  TestInFlight();
+}
+
+void GradientBucketer::TestInFlight() {
   if (in_flight_ == 0) return;
   for (size_t b = 0; b < next_to_start_; ++b) {
     if (!buckets_[b].started || buckets_[b].completed) continue;
@@ -170,6 +216,10 @@ void GradientBucketer::Wait() {
                                             params_[i].bucket, ") was not marked ready this step"));
     }
   }
+  // Held for the whole wait: the progress thread must not test requests MPI_Waitsome
+  // may complete. It blocks on the mutex meanwhile (no spinning).
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_error_) std::rethrow_exception(thread_error_);
   StartReadyBuckets();  // a bucket without parameters (extras only) starts here
   if (Active()) {
     Clock::duration exposed{};
@@ -196,6 +246,30 @@ void GradientBucketer::Wait() {
     unpack_seconds_ = Seconds(unpack);
   }
   step_open_ = false;
+}
+
+size_t GradientBucketer::completed_buckets() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(
+      std::count_if(buckets_.begin(), buckets_.end(), [](const Bucket& b) { return b.completed; }));
+}
+
+void GradientBucketer::ProgressLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_.wait(lock, [this] { return shutdown_ || in_flight_ > 0; });
+    if (shutdown_) return;
+    try {
+      TestInFlight();
+    } catch (...) {  // A failed MPI_Test: Wait() rethrows it on the caller's thread.
+      thread_error_ = std::current_exception();
+      return;
+    }
+    // Sleep without the lock so MarkReady and Wait never queue behind the sleep.
+    lock.unlock();
+    std::this_thread::sleep_for(poll_interval_);
+    lock.lock();
+  }
 }
 
 double GradientBucketer::hidden_fraction() const {

@@ -1,5 +1,6 @@
 #include "epochal/dist/mpi_environment.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -24,13 +25,13 @@ std::string ThreadLevelName(int level) {
   }
 }
 
-MpiEnvironment::MpiEnvironment(int* argc, char*** argv, int required)
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv, int required, int desired)
     : uncaught_at_construction_(std::uncaught_exceptions()) {
   if (Initialized()) {
     throw Error(
         "MpiEnvironment: MPI is already initialized; create one MpiEnvironment per process");
   }
-  EPOCHAL_MPI_CHECK(MPI_Init_thread(argc, argv, required, &provided_));
+  EPOCHAL_MPI_CHECK(MPI_Init_thread(argc, argv, std::max(required, desired), &provided_));
   if (provided_ < required) {
     MPI_Finalize();
     throw SystemError(::epochal::detail::StrCat("MPI granted ", ThreadLevelName(provided_),

@@ -493,6 +493,11 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
     }
     v.NonNegativeFinite(n, Field<T>(T::kWarmupEpochsFieldNumber), training.warmup_epochs());
     v.NonNegative(n, Field<T>(T::kBucketBytesFieldNumber), training.bucket_bytes());
+    const std::string& progress = training.allreduce_progress();
+    if (!progress.empty() && progress != "auto" && progress != "thread" && progress != "poll") {
+      v.Fail(n, Field<T>(T::kAllreduceProgressFieldNumber),
+             "must be \"auto\", \"thread\" or \"poll\" (got \"" + progress + "\")");
+    }
   }
   v.ThrowIfFailed();
 }

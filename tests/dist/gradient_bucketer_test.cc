@@ -5,11 +5,13 @@
 #include "epochal/dist/gradient_bucketer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "epochal/core/error.h"
@@ -88,10 +90,20 @@ void ExpectReducedExtras(GradientBucketer& bucketer, int size) {
   EXPECT_EQ(extras[2], 32.0f * static_cast<float>(size));
 }
 
-TEST(GradientBucketerTest, ReverseOrderMarkingSumsExactlyOverSteps) {
+// Every behaviour holds whether progress comes from Poll() alone or from the thread.
+class GradientBucketerModeTest : public ::testing::TestWithParam<Progress> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Progress::kThread && !ThreadProgressAvailable()) {
+      GTEST_SKIP() << "MPI did not grant MPI_THREAD_MULTIPLE";
+    }
+  }
+};
+
+TEST_P(GradientBucketerModeTest, ReverseOrderMarkingSumsExactlyOverSteps) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   for (int step = 0; step < 3; ++step) {
     bucketer.BeginStep();
     model.Fill(world.rank(), step);
@@ -106,10 +118,10 @@ TEST(GradientBucketerTest, ReverseOrderMarkingSumsExactlyOverSteps) {
   }
 }
 
-TEST(GradientBucketerTest, LayoutIsReverseAndIdenticalOnAllRanks) {
+TEST_P(GradientBucketerModeTest, LayoutIsReverseAndIdenticalOnAllRanks) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   // 5000 + 100 + 64 floats share the first bucket; every larger parameter stands alone
   // or closes the bucket before it.
   ASSERT_EQ(bucketer.num_buckets(), 5u);
@@ -139,10 +151,10 @@ TEST(GradientBucketerTest, LayoutIsReverseAndIdenticalOnAllRanks) {
   EXPECT_EQ(world.AllreduceMin(signed_hash), signed_hash);
 }
 
-TEST(GradientBucketerTest, AnyMarkingOrderOnAnyRankStillSums) {
+TEST_P(GradientBucketerModeTest, AnyMarkingOrderOnAnyRankStillSums) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   // Each rank marks in its own order (forward order, then shuffles seeded by the rank),
   // so buckets fill in different orders on different ranks.
   std::vector<size_t> order(Sizes().size());
@@ -163,10 +175,10 @@ TEST(GradientBucketerTest, AnyMarkingOrderOnAnyRankStillSums) {
   }
 }
 
-TEST(GradientBucketerTest, WaitWithUnmarkedParamThrowsAndStepCanFinish) {
+TEST_P(GradientBucketerModeTest, WaitWithUnmarkedParamThrowsAndStepCanFinish) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   bucketer.BeginStep();
   model.Fill(world.rank(), 0);
   WriteExtras(bucketer, world.rank());
@@ -185,10 +197,10 @@ TEST(GradientBucketerTest, WaitWithUnmarkedParamThrowsAndStepCanFinish) {
   ExpectReducedExtras(bucketer, world.size());
 }
 
-TEST(GradientBucketerTest, MisuseIsReported) {
+TEST_P(GradientBucketerModeTest, MisuseIsReported) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   bucketer.BeginStep();
   EXPECT_THROW(bucketer.MarkReady(Sizes().size()), Error);
   bucketer.MarkReady(6);
@@ -199,10 +211,10 @@ TEST(GradientBucketerTest, MisuseIsReported) {
   EXPECT_THROW(bucketer.MarkReady(0), Error);
 }
 
-TEST(GradientBucketerTest, TimingsAreConsistent) {
+TEST_P(GradientBucketerModeTest, TimingsAreConsistent) {
   Communicator world;
   Model model;
-  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras);
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, GetParam());
   for (int step = 0; step < 3; ++step) {
     bucketer.BeginStep();
     EXPECT_EQ(bucketer.allreduce_seconds(), 0.0);
@@ -229,13 +241,45 @@ TEST(GradientBucketerTest, TimingsAreConsistent) {
   }
 }
 
-TEST(GradientBucketerTest, ExtrasWithoutParametersAreReduced) {
+TEST_P(GradientBucketerModeTest, ExtrasWithoutParametersAreReduced) {
   Communicator world;
-  GradientBucketer bucketer(world, {}, kMiB, kNumExtras);
+  GradientBucketer bucketer(world, {}, kMiB, kNumExtras, GetParam());
   EXPECT_EQ(bucketer.num_buckets(), 1u);
   bucketer.BeginStep();
   WriteExtras(bucketer, world.rank());
   bucketer.Wait();
+  ExpectReducedExtras(bucketer, world.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Progress, GradientBucketerModeTest,
+                         ::testing::Values(Progress::kPolling, Progress::kThread),
+                         [](const auto& param_info) {
+                           return std::string(ProgressName(param_info.param));
+                         });
+
+// The point of the thread: started all-reduces complete while the caller never enters
+// MPI (no Poll, no Wait), as they would during a long convolution backward pass.
+TEST(GradientBucketerTest, ProgressThreadCompletesBucketsWithoutPolls) {
+  if (!ThreadProgressAvailable()) GTEST_SKIP() << "MPI did not grant MPI_THREAD_MULTIPLE";
+  Communicator world;
+  Model model;
+  GradientBucketer bucketer(world, model.Grads(), kMiB, kNumExtras, Progress::kThread,
+                            std::chrono::microseconds(100));
+  EXPECT_EQ(bucketer.progress(), world.size() > 1 ? Progress::kThread : Progress::kPolling);
+  bucketer.BeginStep();
+  model.Fill(world.rank(), 0);
+  WriteExtras(bucketer, world.rank());
+  for (size_t p = Sizes().size(); p-- > 0;) bucketer.MarkReady(p);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (bucketer.completed_buckets() < bucketer.num_buckets() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(bucketer.completed_buckets(), bucketer.num_buckets())
+      << "buckets still in flight 20 s after the last was started";
+  bucketer.Wait();
+  EXPECT_EQ(bucketer.exposed_wait_seconds(), 0.0) << "Wait blocked although all had completed";
+  EXPECT_EQ(model.CheckSums(world.size(), 0), "");
   ExpectReducedExtras(bucketer, world.size());
 }
 

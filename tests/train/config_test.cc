@@ -379,6 +379,21 @@ TEST(ConfigValidationTest, TrainingAndDataRangesAreChecked) {
   EXPECT_NE(error.find("data.limit_val: must be >= 0 (got -2)"), std::string::npos) << error;
 }
 
+TEST(ConfigValidationTest, AllreduceProgressMustBeAKnownMode) {
+  const std::string text = Edited("batch_size: 8", "batch_size: 8 allreduce_progress: \"spin\"");
+  const std::string error = ParseError(text);
+  EXPECT_NE(error.find("training.allreduce_progress: must be \"auto\", \"thread\" or \"poll\" "
+                       "(got \"spin\")"),
+            std::string::npos)
+      << error;
+  for (const char* mode : {"auto", "thread", "poll"}) {
+    EXPECT_NO_THROW(ParseExperimentConfig(
+        Edited("batch_size: 8", std::string("batch_size: 8 allreduce_progress: \"") + mode + "\""),
+        kSource))
+        << mode;
+  }
+}
+
 TEST(ConfigValidationTest, AllErrorsAreListedOnePerLine) {
   std::string text = Edited("filters: 2", "filters: -1");
   text.replace(text.find("epochs: 2"), 9, "epochs: -1");

@@ -9,13 +9,16 @@
 // parameters) also carries a few `extras` floats, so the step's loss sum, correct count
 // and sample count reach every rank without a collective of their own.
 //
-// Why polling rather than a communication thread: Open MPI's TCP BTL moves bytes only
-// inside MPI calls, so a started MPI_Iallreduce makes no progress while the caller computes.
-// A progress thread would need MPI_THREAD_MULTIPLE, which Debian's Open MPI supports but
-// serves by taking a lock around the BTL on every call, and it would take a core from
-// oneDNN's two threads on a 2-core node. Instead the trainer calls Poll() between layers'
-// backward passes: one MPI_Test per bucket in flight, a few microseconds, which advances
-// every outstanding all-reduce by whatever the sockets can take.
+// Progress. Open MPI's shared-memory and TCP transports move bytes only inside MPI calls,
+// so a started MPI_Iallreduce makes no progress while the caller computes. Two modes:
+//  - Progress::kThread (when MPI granted MPI_THREAD_MULTIPLE): a progress thread wakes
+//    every `poll_interval` while buckets are in flight and calls MPI_Test on them, so the
+//    rendezvous handshakes of large messages advance during the long convolution
+//    backward passes. It sleeps on a condition variable otherwise, and blocks on the
+//    bucketer's mutex while Wait() runs, so it never spins.
+//  - Progress::kPolling: only the caller's Poll() between layers' backward passes drives
+//    progress (one MPI_Test per bucket in flight, a few microseconds).
+// docs/distributed.md compares the two on this machine.
 //
 // Ordering. MPI requires every rank to start collectives on a communicator in the same
 // order. Buckets therefore start strictly in bucket order: a bucket that fills before an
@@ -39,14 +42,20 @@
 //
 // Ownership: the gradient spans are borrowed and must outlive the bucketer; the fusion
 // buffers are owned. Non-copyable, non-movable (MPI holds pointers into the buffers while
-// a step is in flight). Thread safety: none; call from the thread that calls MPI.
+// a step is in flight). Thread safety: the public methods are called from one thread (the
+// one that calls MPI); with Progress::kThread the bucketer's own thread shares the
+// requests under a mutex, which needs MPI_THREAD_MULTIPLE.
 #pragma once
 
 #include <mpi.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <exception>
+#include <mutex>
 #include <span>
+#include <thread>
 #include <vector>
 
 #include "epochal/dist/communicator.h"
@@ -62,14 +71,26 @@ inline constexpr size_t kDefaultBucketBytes = size_t{4} << 20;
 // (descending). Every parameter appears in exactly one bucket. Pure; no MPI.
 std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size_t bucket_bytes);
 
+// How in-flight all-reduces advance while backward computes (see the file comment).
+enum class Progress { kPolling, kThread };
+
+// "poll" / "thread".
+const char* ProgressName(Progress progress);
+
+// True when MPI is initialized with MPI_THREAD_MULTIPLE, which Progress::kThread needs.
+bool ThreadProgressAvailable();
+
 class GradientBucketer {
  public:
   // Collective (duplicates `comm`). `grads` in forward (registration) order; the spans
   // must stay valid and keep their sizes for the bucketer's lifetime. `num_extras` floats
   // ride at the end of the last bucket. Throws Error when a bucket exceeds INT_MAX floats
-  // (MPI's count limit).
+  // (MPI's count limit), or for Progress::kThread without MPI_THREAD_MULTIPLE. A solo or
+  // single-rank communicator never starts the thread.
   GradientBucketer(const Communicator& comm, std::vector<std::span<float>> grads,
-                   size_t bucket_bytes = kDefaultBucketBytes, size_t num_extras = 0);
+                   size_t bucket_bytes = kDefaultBucketBytes, size_t num_extras = 0,
+                   Progress progress = Progress::kPolling,
+                   std::chrono::microseconds poll_interval = std::chrono::microseconds(200));
   // If a step is still in flight (Wait was never reached, e.g. after an exception), the
   // fusion buffer is deliberately leaked: MPI may still write into it, and freeing it
   // would corrupt the heap; waiting could hang when other ranks have gone.
@@ -94,8 +115,15 @@ class GradientBucketer {
   // over ranks. Solo: left as written.
   std::span<float> extras() { return extras_; }
 
-  // Drives MPI progress: MPI_Test on every bucket in flight. Call between layers.
+  // Drives MPI progress: MPI_Test on every bucket in flight. Call between layers. With
+  // Progress::kThread it only tests when the progress thread is not doing so already.
   void Poll();
+
+  Progress progress() const { return progress_; }
+
+  // Buckets of this step whose all-reduce has completed (solo: those started). Safe to
+  // call while the progress thread runs.
+  size_t completed_buckets();
 
   // Completes the step: waits for every bucket, then writes the sums into the gradients.
   // Throws Error naming the first parameter not marked ready (before blocking; the step
@@ -138,8 +166,11 @@ class GradientBucketer {
 
   bool Active() const { return !comm_.solo() && comm_.size() > 1; }
   void StartReadyBuckets();
+  // MPI_Test on every bucket in flight; the caller holds mu_ in thread mode.
+  void TestInFlight();
   void Complete(size_t bucket, Clock::time_point now);
   void Unpack(size_t bucket);
+  void ProgressLoop();
 
   Communicator comm_;
   std::vector<Param> params_;
@@ -155,6 +186,17 @@ class GradientBucketer {
   double exposed_wait_seconds_ = 0;
   double allreduce_seconds_ = 0;
   double unpack_seconds_ = 0;
+
+  // Progress::kThread only. mu_ guards requests_, the buckets' per-step fields and
+  // in_flight_ against the progress thread; the caller's thread takes it in MarkReady,
+  // Poll and Wait (for the whole wait, so the thread stays off the requests).
+  Progress progress_ = Progress::kPolling;
+  std::chrono::microseconds poll_interval_;
+  std::mutex mu_;
+  std::condition_variable work_;
+  bool shutdown_ = false;
+  std::exception_ptr thread_error_;  // a failed MPI_Test on the progress thread
+  std::thread thread_;
 };
 
 }  // namespace epochal::dist

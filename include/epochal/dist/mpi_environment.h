@@ -2,8 +2,10 @@
 //
 // `main` creates one when the process was started by an MPI launcher (LaunchedByMpi())
 // and none otherwise, so a plain `epochal train` never touches MPI and uses
-// Communicator::Solo(). The constructor checks the granted thread level: epochal calls MPI
-// from the main thread only (oneDNN's threads never do), so MPI_THREAD_FUNNELED suffices.
+// Communicator::Solo(). The constructor checks the granted thread level: the main thread
+// makes every MPI call except the gradient bucketer's progress thread's MPI_Test, so
+// MPI_THREAD_FUNNELED is required and MPI_THREAD_MULTIPLE wanted (`desired`); without it
+// the bucketer polls from the main thread instead.
 //
 // Errors: the constructor sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, so failed MPI calls
 // come back as codes that EPOCHAL_MPI_CHECK turns into SystemError. An exception that
@@ -37,10 +39,12 @@ namespace epochal::dist {
 
 class MpiEnvironment {
  public:
-  // Calls MPI_Init_thread(argc, argv, required). Throws Error when MPI is already
-  // initialized, SystemError when initialization fails or the granted level is below
-  // `required` (MPI is finalized again before that throw; the message names both levels).
-  explicit MpiEnvironment(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED);
+  // Calls MPI_Init_thread(argc, argv, max(required, desired)). Throws Error when MPI is
+  // already initialized, SystemError when initialization fails or the granted level is
+  // below `required` (MPI is finalized again before that throw; the message names both
+  // levels). A level between `required` and `desired` is accepted: see provided().
+  explicit MpiEnvironment(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED,
+                          int desired = MPI_THREAD_SINGLE);
   // Calls MPI_Finalize, or MPI_Abort(MPI_COMM_WORLD, 1) when an exception is unwinding
   // through it and the job has more than one rank (see the file comment).
   ~MpiEnvironment();
