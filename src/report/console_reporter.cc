@@ -37,20 +37,22 @@ void ConsoleReporter::OnEpochEnd(const train::EpochRecord& record, const train::
 }
 
 std::string RankTimingLine(const train::EpochRecord& record) {
-  double step = 0, wait = 0, allreduce = 0, data = 0;
+  double step = 0, wait = 0, allreduce = 0, data = 0, straggler = 0;
   for (const auto& t : record.rank_timings) {
     step += t.step_ms;
     wait += t.allreduce_wait_ms;
+    straggler += t.straggler_wait_ms;
     allreduce += t.allreduce_ms;
     data += t.data_ms;
   }
   const double n = static_cast<double>(record.rank_timings.size());
-  char line[240];
+  char line[320];
   std::snprintf(line, sizeof line,
                 "  %zu ranks: step %.1f ms, data %.2f ms, exposed all-reduce wait %.2f ms "
-                "(%.1f%% of the step), all-reduce %.1f ms (%.0f%% hidden behind backward)",
+                "(%.1f%% of the step; %.2f ms of it waiting for the slowest rank), "
+                "all-reduce %.1f ms (%.0f%% hidden behind backward)",
                 record.rank_timings.size(), step / n, data / n, wait / n,
-                step > 0 ? 100.0 * wait / step : 0.0, allreduce / n,
+                step > 0 ? 100.0 * wait / step : 0.0, straggler / n, allreduce / n,
                 allreduce > 0 ? 100.0 * std::max(0.0, 1.0 - wait / allreduce) : 0.0);
   return line;
 }

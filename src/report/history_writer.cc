@@ -79,6 +79,9 @@ std::string HistoryJson(const train::History& history, int indent) {
     // The shifted curve: L_run(e) describes the model about half an epoch earlier.
     json.Key("shifted_epoch").Number(e.epoch - 0.5);
     if (!e.dominant_term.empty()) json.Key("dominant_term").String(e.dominant_term);
+    // Timings of the coordinator's work after the epoch (not in `seconds`).
+    json.Key("validation_seconds").Number(e.validation_seconds);
+    json.Key("probe_seconds").Number(e.probe_seconds);
     const auto vec = [&json](const char* key, const std::vector<double>& v) {
       if (v.empty()) return;
       json.Key(key).BeginArray();
@@ -103,6 +106,8 @@ std::string HistoryJson(const train::History& history, int indent) {
             .Number(t.allreduce_wait_ms)
             .Key("allreduce_ms")
             .Number(t.allreduce_ms)
+            .Key("straggler_wait_ms")
+            .Number(t.straggler_wait_ms)
             .EndObject();
       }
       json.EndArray();

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <thread>
 
 #include "epochal/core/error.h"
@@ -39,7 +40,10 @@ enum Extra : size_t {
   kCount,
   kControlAction,  // Rank 0's control word; every other rank contributes zeros.
   kControlRate,
-  kNumExtras,
+  // Then one float per rank: the milliseconds that rank took, in the previous step, from
+  // leaving Wait() to entering it again. The slowest rank sets when the last bucket can
+  // complete, so the others' difference to it is straggler wait, not communication.
+  kArrivalBase,
 };
 
 optim::SgdOptions SgdOptionsFrom(const v1::OptimizerConfig& o) {
@@ -137,8 +141,20 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   }
   const auto bucket_bytes =
       t.bucket_bytes() > 0 ? static_cast<size_t>(t.bucket_bytes()) : kDefaultBucketBytes;
-  bucketer_ = std::make_unique<dist::GradientBucketer>(*comm_, std::move(grads), bucket_bytes,
-                                                       static_cast<size_t>(kNumExtras));
+  const std::string& progress_name = t.allreduce_progress();
+  dist::Progress progress = dist::Progress::kPolling;
+  if (progress_name == "thread") {
+    if (world > 1 && !dist::ThreadProgressAvailable()) {
+      throw InputError(
+          "training.allreduce_progress \"thread\" needs MPI_THREAD_MULTIPLE, which this MPI "
+          "did not grant; use \"auto\" or \"poll\"");
+    }
+    progress = dist::Progress::kThread;
+  } else if (progress_name != "poll" && dist::ThreadProgressAvailable()) {
+    progress = dist::Progress::kThread;
+  }
+  bucketer_ = std::make_unique<dist::GradientBucketer>(
+      *comm_, std::move(grads), bucket_bytes, static_cast<size_t>(kArrivalBase + world), progress);
   if (world > 1) BroadcastState();
   const auto& a = config_.analysis();
   const int64_t probe_n =
@@ -246,6 +262,11 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
   const Clock::time_point epoch_start = Clock::now();
   double loss_sum = 0.0, data_s = 0.0, compute_s = 0.0, wait_s = 0.0, allreduce_s = 0.0;
   int64_t correct = 0, seen = 0, steps = 0;
+  // Straggler accounting lags one step (a step's arrival is known only once its last
+  // bucket was sent): the previous step's arrival and wait on this rank.
+  double straggler_s = 0.0, previous_arrival_ms = 0.0, previous_wait_s = 0.0;
+  int64_t straggler_steps = 0;
+  Clock::time_point previous_end = epoch_start;
   const double l2 = config_.optimizer().weight_decay() > 0 ? 1.0 : 0.0;
   for (int64_t b = 0; b < sampler.num_batches() && !stopped_; ++b) {
     const Clock::time_point t0 = Clock::now();
@@ -270,6 +291,10 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     extras[kCount] = static_cast<float>(n);
     extras[kControlAction] = static_cast<float>(word.action);
     extras[kControlRate] = static_cast<float>(word.learning_rate);
+    for (int i = 0; i < world; ++i) {
+      extras[kArrivalBase + static_cast<size_t>(i)] =
+          i == rank && b > 0 ? static_cast<float>(previous_arrival_ms) : 0.0f;
+    }
     const float grad_scale = 1.0f / static_cast<float>(global_ids.size());
     if (n > 0) {
       model_->Backward(ctx, grad_scale, ready);
@@ -281,6 +306,18 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     const Clock::time_point t2 = Clock::now();
     bucketer_->Wait();
     const Clock::time_point t3 = Clock::now();
+    if (world > 1 && b > 0) {
+      float slowest = 0.0f;
+      for (int i = 0; i < world; ++i) {
+        slowest = std::max(slowest, extras[kArrivalBase + static_cast<size_t>(i)]);
+      }
+      const double behind_s = (static_cast<double>(slowest) - previous_arrival_ms) / 1000.0;
+      straggler_s += std::clamp(behind_s, 0.0, previous_wait_s);
+      ++straggler_steps;
+    }
+    previous_arrival_ms = 1000.0 * Seconds(previous_end, t2);
+    previous_wait_s = Seconds(t2, t3);
+    previous_end = t3;
 
     // Global sums of this step (exact in float: counts are small integers).
     const double step_loss = world == 1 ? r.loss_sum : extras[kLossSum];
@@ -338,12 +375,20 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
 
   // Per-rank timings, gathered on rank 0.
   const double k = steps > 0 ? 1000.0 / static_cast<double>(steps) : 0.0;
-  const double mine[] = {(data_s + compute_s + wait_s) * k, data_s * k, compute_s * k, wait_s * k,
-                         allreduce_s * k};
+  const double straggler_ms =
+      straggler_steps > 0 ? 1000.0 * straggler_s / static_cast<double>(straggler_steps) : 0.0;
+  const double mine[] = {(data_s + compute_s + wait_s) * k,
+                         data_s * k,
+                         compute_s * k,
+                         wait_s * k,
+                         allreduce_s * k,
+                         straggler_ms};
+  constexpr size_t kFields = std::size(mine);
   std::vector<double> all;
   comm_->Gather(mine, &all);
-  for (size_t i = 0; i + 4 < all.size(); i += 5) {
-    record->rank_timings.push_back({all[i], all[i + 1], all[i + 2], all[i + 3], all[i + 4]});
+  for (size_t i = 0; i + kFields <= all.size(); i += kFields) {
+    record->rank_timings.push_back(
+        {all[i], all[i + 1], all[i + 2], all[i + 3], all[i + 4], all[i + 5]});
   }
 }
 
@@ -355,10 +400,14 @@ const History& Trainer::Run() {
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
     if (comm_->size() > 1 && !config_.training().sync_batch_norm()) AverageRunningStatistics();
+    const Clock::time_point validation_start = Clock::now();
     val = Evaluate(val_set_);
     record.val_loss = val.loss;
     record.val_accuracy = val.accuracy;
+    const Clock::time_point probe_start = Clock::now();
     MeasureGap(&record, val);
+    record.validation_seconds = Seconds(validation_start, probe_start);
+    record.probe_seconds = Seconds(probe_start, Clock::now());
     if (comm_->size() > 1) {
       const uint64_t h = std::stoull(WeightsHash(), nullptr, 16);
       const double halves[] = {static_cast<double>(h >> 32), static_cast<double>(h & 0xffffffffu)};

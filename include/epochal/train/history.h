@@ -24,6 +24,9 @@ struct EpochRecord {
   double val_accuracy = 0.0;
   // Wall-clock seconds of the epoch (training only, excluding validation and probes).
   double seconds = 0.0;
+  // Wall-clock seconds of the validation pass and of the two probe passes after it.
+  double validation_seconds = 0.0;
+  double probe_seconds = 0.0;
   // Training throughput over all ranks.
   double images_per_second = 0.0;
   // Learning rate of the epoch's last step.
@@ -57,6 +60,10 @@ struct EpochRecord {
     double compute_ms = 0;         // Forward and backward.
     double allreduce_wait_ms = 0;  // Exposed gradient all-reduce wait (not hidden).
     double allreduce_ms = 0;       // All-reduce time from start to completion, hidden or not.
+    // Of allreduce_wait_ms: waiting for a slower rank to finish its backward pass (load
+    // imbalance or noise), not for the network. Measured with a one-step lag, over the
+    // epoch's steps but its first.
+    double straggler_wait_ms = 0;
   };
   std::vector<RankTiming> rank_timings;
   // Hash of each rank's weights and running statistics after the epoch (hex); all equal
