@@ -83,7 +83,10 @@ NodeName=$node NodeHostname=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   # slurmd and the client commands resolve the node name; make sure it resolves locally.
-  grep -qE "^[0-9.]+[[:space:]].*\\b$node\\b" /etc/hosts || echo "127.0.0.1 $node" >>/etc/hosts
+  if ! grep -qE "^[0-9.]+[[:space:]].*\\b$node\\b" /etc/hosts; then
+    [ -z "$(tail -c 1 /etc/hosts)" ] || echo >>/etc/hosts
+    echo "127.0.0.1 $node" >>/etc/hosts
+  fi
 
   export SLURM_CONF="$conf"
   slurmctld -f "$conf"
@@ -104,7 +107,8 @@ stop() {
     if [ -f "$dir/$name.pid" ]; then
       pid="$(cat "$dir/$name.pid")"
       kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      # Wait for the exit (slurmctld saves its state on the way out), at most 30 s.
+      for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
       rm -f "$dir/$name.pid"
     fi
   done
