@@ -44,7 +44,7 @@ run_script() {
   (
     cd "$dir"
     PATH="$dir/bin:$PATH" SLURM_JOB_ID=77 SLURM_NTASKS=2 SLURM_CPUS_PER_TASK=3 \
-      SLURM_SUBMIT_DIR="$dir" EPOCHAL_BIN="$dir/epochal" \
+      SLURM_SUBMIT_DIR="$dir" EPOCHAL_BIN="$dir/epochal" EPOCHAL_LAUNCHER=mpirun \
       EPOCHAL_CONFIG="$source_dir/configs/fashion_mnist_minivggnet.textproto" \
       OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
       timeout 120 bash "$source_dir/deploy/slurm/epochal.sbatch" --epochs 1 --limit-train 64
