@@ -87,18 +87,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The first namespace tells whether this machine lets us make them at all.
+# The first namespace and the bridge in it tell whether this machine lets us do this at all
+# (creating a namespace needs CAP_SYS_ADMIN, the links in it CAP_NET_ADMIN).
 if ! err="$(ip netns add "$switch_ns" 2>&1)"; then
-  skip "cannot create a network namespace (needs CAP_NET_ADMIN): ip netns add: $err"
+  skip "cannot create a network namespace (needs CAP_SYS_ADMIN and CAP_NET_ADMIN): ip netns add: $err"
 fi
 made_namespaces+=("$switch_ns")
+if ! err="$(ip -n "$switch_ns" link add br0 type bridge 2>&1)"; then
+  skip "cannot create links in a network namespace (needs CAP_NET_ADMIN): ip link add: $err"
+fi
 for ns in "${hosts[@]}"; do
   ip netns add "$ns"
   made_namespaces+=("$ns")
 done
 
 # The switch: a bridge in its own namespace, one veth pair per host.
-ip -n "$switch_ns" link add br0 type bridge
 ip -n "$switch_ns" link set br0 up
 for i in 0 1 2; do
   ns="${hosts[$i]}"
