@@ -227,30 +227,58 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
   f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
   f.Switch("json", "print one JSON object (full precision) instead of the report");
+  f.Value("limit-train", "N", "with --probe: use only the first N training samples", "all");
+  f.Switch("probe",
+           "also evaluate the training probe (both modes) and print the regularization and "
+           "data terms of the loss gap for these weights");
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
   const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
   if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
   const data::Dataset val_set = LoadSplit(config, false);
-  train::Trainer trainer(config, val_set, val_set, &comm);
+  const bool probe = f.Has("probe");
+  const data::Dataset train_set = probe ? LoadSplit(config, true) : data::Dataset{};
+  train::Trainer trainer(config, probe ? train_set : val_set, val_set, &comm);
   train::LoadWeights(trainer.model(), *weights);
   const train::EvalResult r = trainer.Evaluate(val_set);
+  const train::Trainer::ProbeLosses p =
+      probe ? trainer.MeasureProbes() : train::Trainer::ProbeLosses{};
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
-  if (comm.is_root() && f.Has("json")) {
-    char line[200];
+  if (!comm.is_root()) return 0;
+  const double regularization = p.eval - p.train, data_term = r.loss - p.eval;
+  const auto probe_n = static_cast<long long>(trainer.probe_indices().size());
+  char line[400];
+  if (f.Has("json")) {
+    std::string json = "{";
     std::snprintf(line, sizeof line,
-                  "{\"val_loss\": %.17g, \"val_accuracy\": %.17g, \"samples\": %lld, "
-                  "\"ranks\": %d}\n",
+                  "\"val_loss\": %.17g, \"val_accuracy\": %.17g, \"samples\": %lld, "
+                  "\"ranks\": %d",
                   r.loss, r.accuracy, static_cast<long long>(r.count), comm.size());
-    std::cout << line;
-  } else if (comm.is_root()) {
-    char line[160];
-    std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
-                  r.accuracy, static_cast<long long>(r.count));
-    std::cout << line << report::ClassificationReport(r.confusion, class_names);
+    json += line;
+    if (probe) {
+      std::snprintf(line, sizeof line,
+                    ", \"probe_train_loss\": %.17g, \"probe_eval_loss\": %.17g, "
+                    "\"gap_regularization\": %.17g, \"gap_data\": %.17g, "
+                    "\"probe_samples\": %lld",
+                    p.train, p.eval, regularization, data_term, probe_n);
+      json += line;
+    }
+    std::cout << json << "}\n";
+    return 0;
   }
+  std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
+                r.accuracy, static_cast<long long>(r.count));
+  std::cout << line;
+  if (probe) {
+    std::snprintf(line, sizeof line,
+                  "probe (%lld training samples): P_train %.4f, P_eval %.4f; gap terms: "
+                  "regularization %+.4f, data %+.4f\n",
+                  probe_n, p.train, p.eval, regularization, data_term);
+    std::cout << line;
+  }
+  std::cout << report::ClassificationReport(r.confusion, class_names);
   return 0;
 }
 

@@ -527,16 +527,26 @@ EvalResult Trainer::EvaluateProbe(nn::Mode mode) {
   return result;
 }
 
+Trainer::ProbeLosses Trainer::MeasureProbes() {
+  ProbeLosses out;
+  if (probe_.empty()) return out;
+  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen);
+  out.eval_result = EvaluateProbe(nn::Mode::kInference);
+  // The L2 penalty is part of the training loss (L_run includes it), not of inference.
+  const double l2 = config_.optimizer().weight_decay() > 0 ? sgd_->L2Penalty() : 0.0;
+  out.train = train_mode.loss + l2;
+  out.eval = out.eval_result.loss;
+  return out;
+}
+
 void Trainer::MeasureGap(EpochRecord* record, const EvalResult& val) {
   record->val_class_loss = val.class_loss;
   record->val_class_accuracy = val.ClassAccuracy();
   if (probe_.empty()) return;
-  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen);
-  const EvalResult eval_mode = EvaluateProbe(nn::Mode::kInference);
-  // The L2 penalty is part of the training loss (L_run includes it), not of inference.
-  const double l2 = config_.optimizer().weight_decay() > 0 ? sgd_->L2Penalty() : 0.0;
-  const double p_train = train_mode.loss + l2;
-  const double p_eval = eval_mode.loss;
+  const ProbeLosses probes = MeasureProbes();
+  const double p_train = probes.train;
+  const double p_eval = probes.eval;
+  const EvalResult& eval_mode = probes.eval_result;
   record->probe_train_loss = p_train;
   record->probe_eval_loss = p_eval;
   record->gap_timing = p_train - record->loss;

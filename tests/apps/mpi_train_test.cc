@@ -260,20 +260,25 @@ TEST_F(MpiTrainTest, SyncBatchNormTwoRanksEqualOneRank) {
 // ---------------------------------------------------------------------------------------
 // Validation.
 
-TEST_F(MpiTrainTest, ValidationDoesNotDependOnRankCount) {
+// Validation and the loss-gap decomposition of the same weights: the probe's mini-batches
+// are cut the same way for any rank count and each is evaluated whole by one rank.
+TEST_F(MpiTrainTest, ValidationAndDecompositionDoNotDependOnRankCount) {
   const fs::path out =
       Train("train", 1, {"--limit-train", "320", "--batch-size", "32", "--epochs", "1"});
   ASSERT_FALSE(HasFailure());
   const fs::path weights = out / "weights.pb";
 
   double loss = NAN, accuracy = NAN;
+  const char* const terms[] = {"probe_train_loss", "probe_eval_loss", "gap_regularization",
+                               "gap_data"};
+  std::map<std::string, double> single;
   for (int ranks : {1, 2, 4}) {
     SCOPED_TRACE(std::to_string(ranks) + " ranks");
     const fs::path dir = Dir("evaluate" + std::to_string(ranks));
-    const Outcome o = RunEpochal(
-        dir, ranks,
-        {"evaluate", "--config", ConfigPath().string(), "--data-dir", kDataDir, "--weights",
-         weights.string(), "--limit-val", "1000", "--threads", "1", "--json"});
+    const Outcome o = RunEpochal(dir, ranks,
+                                 {"evaluate", "--config", ConfigPath().string(), "--data-dir",
+                                  kDataDir, "--weights", weights.string(), "--limit-val", "1000",
+                                  "--threads", "1", "--json", "--probe", "--limit-train", "2000"});
     ASSERT_TRUE(o.Succeeded()) << o.Describe();
     // Rank 0 prints one JSON line; nothing else goes to stdout with --json.
     const size_t begin = o.out.find('{');
@@ -283,6 +288,16 @@ TEST_F(MpiTrainTest, ValidationDoesNotDependOnRankCount) {
         ParseJson(o.out.substr(begin, o.out.find('\n', begin) - begin), "evaluate --json output");
     EXPECT_EQ(Field(result, "samples").number_value(), 1000.0) << o.out;
     EXPECT_EQ(Field(result, "ranks").number_value(), static_cast<double>(ranks)) << o.out;
+    EXPECT_EQ(Field(result, "probe_samples").number_value(), 2000.0) << o.out;
+    for (const char* term : terms) {
+      const double v = Field(result, term).number_value();
+      EXPECT_TRUE(std::isfinite(v)) << term << ": " << o.out;
+      if (ranks == 1) {
+        single[term] = v;
+      } else {
+        EXPECT_NEAR(v, single[term], 1e-6) << term << ": " << o.out;
+      }
+    }
     const double l = Field(result, "val_loss").number_value();
     const double a = Field(result, "val_accuracy").number_value();
     EXPECT_TRUE(std::isfinite(l) && l > 0) << o.out;

@@ -92,6 +92,16 @@ class Trainer {
   EvalResult EvaluateProbe(nn::Mode mode);
   const std::vector<int64_t>& probe_indices() const { return probe_; }
 
+  // P_train (training-mode probe loss plus the L2 penalty when weight decay is on) and
+  // P_eval (inference mode) of the current weights, with the inference-mode result for
+  // the per-class figures. A collective; empty probes give zeros.
+  struct ProbeLosses {
+    double train = 0.0;
+    double eval = 0.0;
+    EvalResult eval_result;
+  };
+  ProbeLosses MeasureProbes();
+
   // FNV-1a hash (hex) of this rank's parameters and running statistics in plain layout.
   std::string WeightsHash();
 
