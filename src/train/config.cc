@@ -494,6 +494,18 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
     v.NonNegativeFinite(n, Field<T>(T::kWarmupEpochsFieldNumber), training.warmup_epochs());
     v.NonNegative(n, Field<T>(T::kBucketBytesFieldNumber), training.bucket_bytes());
   }
+  {
+    using C = v1::CheckpointConfig;
+    const C& checkpoint = config.checkpoint();
+    const Node n = v.Child(root, Field<E>(E::kCheckpointFieldNumber), checkpoint);
+    v.NonNegative(n, Field<C>(C::kEveryStepsFieldNumber), checkpoint.every_steps());
+    if (checkpoint.has_every_epochs()) {
+      v.NonNegative(n, Field<C>(C::kEveryEpochsFieldNumber), checkpoint.every_epochs());
+    }
+    if (checkpoint.has_keep_last()) {
+      v.Positive(n, Field<C>(C::kKeepLastFieldNumber), checkpoint.keep_last());
+    }
+  }
   v.ThrowIfFailed();
 }
 
