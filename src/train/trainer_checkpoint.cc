@@ -1,6 +1,7 @@
 // The Trainer's checkpoint side: taking a snapshot of everything a run needs to continue
 // exactly (checkpoint.proto), writing it on rank 0, and restoring it on every rank.
 // docs/fault-tolerance.md explains where checkpoints sit in the loop.
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <map>
@@ -186,6 +187,7 @@ void Trainer::AfterStep(int epoch, int64_t batches_done, int64_t /*batches_per_e
 
 void Trainer::WriteCheckpoint(int epoch, int64_t batches_done, int64_t /*batches_per_epoch*/,
                               const EpochSums& sums, const std::string& reason) {
+  const auto start = std::chrono::steady_clock::now();
   // Running statistics are rank-local until averaged at the end of an epoch (without
   // synchronized batch norm): gather them, a collective every rank issues here.
   const std::vector<nn::StateBuffer*> state = model_->state();
@@ -264,7 +266,9 @@ void Trainer::WriteCheckpoint(int epoch, int64_t batches_done, int64_t /*batches
   try {
     const auto path = checkpoint_store_->Save(c, hook);
     EPOCHAL_LOG(kInfo, "checkpoint ", path.string(), " (", reason, ", epoch ", epoch, ", batch ",
-                batches_done, ", global step ", global_step_, ")");
+                batches_done, ", global step ", global_step_, "; ",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                " s)");
   } catch (const SystemError& e) {
     throw SystemError(StrCat(e.what(), "; the checkpoints already in ",
                              checkpoint_store_->dir().string(), " are intact"));
