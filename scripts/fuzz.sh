@@ -29,8 +29,7 @@ for t in "${targets[@]}"; do
   artifacts="$build_dir/artifacts/$t"
   mkdir -p "$work" "$artifacts"
   echo "fuzz: $t for ${seconds} s (seeds: $corpus)"
-  # -rss_limit_mb: the IDX reader may legitimately allocate what a header claims (up to
-  # its 2 GiB cap); ASan's own overhead comes on top.
+  # -rss_limit_mb: room for ASan's own overhead above the parsers' bounded allocations.
   if ! "$build_dir/tests/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
       -print_final_stats=1 -artifact_prefix="$artifacts/" "$work" "$corpus" \
       >"$build_dir/$t.log" 2>&1; then
