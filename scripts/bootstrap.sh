@@ -4,7 +4,8 @@
 #   bash scripts/bootstrap.sh test    install what is missing, build, run the whole test suite
 #   bash scripts/bootstrap.sh build   install what is missing and build only
 # Extra arguments after `train` go to `epochal train` (e.g. --epochs 1).
-# Environment: BUILD_DIR (default build), JOBS (default: all cores).
+# Environment: BUILD_DIR (default build), JOBS (default: all cores), FUZZ_SECONDS (per fuzz
+# target in `test` mode, default 60; 0 skips the fuzz pass).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +24,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   dataset-fashion-mnist
 )
 
@@ -60,6 +62,10 @@ case "$mode" in
     build
     # Heavy tests are marked RUN_SERIAL, so -j only overlaps the light ones.
     ctest --test-dir "$build_dir" --output-on-failure --timeout 1800 -j "$jobs"
+    # A short libFuzzer pass under ASan and UBSan over the file parsers (scripts/fuzz.sh).
+    if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+      FUZZ_SECONDS="${FUZZ_SECONDS:-60}" JOBS="$jobs" bash scripts/fuzz.sh
+    fi
     ;;
   train)
     install_packages

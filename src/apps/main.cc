@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "checkpoint_flags.h"
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
@@ -27,6 +28,7 @@
 #include "epochal/report/plots.h"
 #include "epochal/report/progress_bar.h"
 #include "epochal/train/config.h"
+#include "epochal/train/stop_signal.h"
 #include "epochal/train/trainer.h"
 #include "epochal/train/weights_io.h"
 #include "flags.h"
@@ -142,12 +144,18 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 64 KiB");
   f.Value("allreduce-progress", "MODE",
           "how all-reduces advance during backward: auto, thread or poll", "config's, else auto");
+  AddCheckpointFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
+  // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
+  train::InstallStopSignalHandlers();
 
   v1::ExperimentConfig config;
   data::Dataset train_set, val_set;
   std::string out;
+  CheckpointSetup checkpoints;
+  train::FaultPlan faults;
   AgreeOnStartup(comm, [&] {
+    faults = train::FaultPlan::FromEnvironment();
     SetThreadsPerRank(f);
     config = LoadConfig(f);
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
@@ -156,6 +164,8 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (auto v = f.Get("allreduce-progress")) {
       config.mutable_training()->set_allreduce_progress(*v);
     }
+    ApplyCheckpointFlags(f, &config);
+    train::ValidateExperimentConfig(config, "command-line checkpoint flags", nullptr);
     if (comm.is_root()) {
       out = f.Get("out").value_or(DefaultRunDir());
       std::error_code ec;
@@ -164,6 +174,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
       std::string text;
       google::protobuf::TextFormat::PrintToString(config, &text);
       report::WriteTextFileAtomic(fs::path(out) / "config.textproto", text);
+      checkpoints = PrepareCheckpoints(f, config, out, comm.size());
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
@@ -176,6 +187,11 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   }
 
   train::Trainer trainer(config, train_set, val_set, &comm);
+  trainer.SetFaultPlan(faults);
+  trainer.EnableCheckpoints(checkpoints.store.get());
+  if (f.Has("resume")) {
+    trainer.Restore(checkpoints.resume ? &checkpoints.resume->checkpoint : nullptr);
+  }
   if (!f.Has("no-scan") && !config.analysis().no_scan()) {
     data::LeakageOptions options;
     if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
@@ -209,6 +225,13 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   if (comm.size() > 1) {
     EPOCHAL_LOG(kInfo, "rank ", comm.rank(), ": finished after global step ", trainer.global_step(),
                 trainer.stopped() ? " (stopped by control word)" : "");
+  }
+  if (comm.is_root() && trainer.stopped() && train::StopSignalReceived()) {
+    std::cout << "epochal: stopped on signal " << train::StopSignalNumber() << " after global step "
+              << trainer.global_step()
+              << (config.checkpoint().disabled() ? " (checkpoints are disabled)"
+                                                 : "; continue with --resume auto")
+              << "\n";
   }
   if (comm.is_root()) {
     std::cout << "\nClassification report (validation):\n"

@@ -499,6 +499,18 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
              "must be \"auto\", \"thread\" or \"poll\" (got \"" + progress + "\")");
     }
   }
+  {
+    using C = v1::CheckpointConfig;
+    const C& checkpoint = config.checkpoint();
+    const Node n = v.Child(root, Field<E>(E::kCheckpointFieldNumber), checkpoint);
+    v.NonNegative(n, Field<C>(C::kEveryStepsFieldNumber), checkpoint.every_steps());
+    if (checkpoint.has_every_epochs()) {
+      v.NonNegative(n, Field<C>(C::kEveryEpochsFieldNumber), checkpoint.every_epochs());
+    }
+    if (checkpoint.has_keep_last()) {
+      v.Positive(n, Field<C>(C::kKeepLastFieldNumber), checkpoint.keep_last());
+    }
+  }
   v.ThrowIfFailed();
 }
 

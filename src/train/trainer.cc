@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iterator>
+#include <limits>
 #include <thread>
 
 #include "epochal/core/error.h"
@@ -13,6 +14,7 @@
 #include "epochal/dist/gradient_bucketer.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/train/config.h"
+#include "epochal/train/stop_signal.h"
 
 namespace epochal::train {
 namespace {
@@ -213,6 +215,10 @@ void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
   switch (word.action) {
     case dist::ControlWord::kStop:
       stopped_ = true;
+      checkpoint_requested_ = true;  // Stop means "checkpoint, then stop".
+      break;
+    case dist::ControlWord::kCheckpoint:
+      checkpoint_requested_ = true;
       break;
     case dist::ControlWord::kSetLearningRate:
       sgd_->SetLearningRateOverride(word.learning_rate);
@@ -255,20 +261,34 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
   for (auto* o : observers_) o->OnEpochStart(epoch, t.epochs(), sampler.samples_per_epoch());
 
   const auto params = model_->parameters();
-  const auto ready = [this](size_t first, size_t end) {
+  bool poison = false;  // Test-only: a NaN in this rank's gradient (FaultPlan::nan_grad).
+  const auto ready = [this, &params, &poison](size_t first, size_t end) {
+    if (poison && end == params.size()) {
+      nn::Data(params[end - 1]->grad)[0] = std::numeric_limits<float>::quiet_NaN();
+      poison = false;
+    }
     for (size_t i = end; i-- > first;) bucketer_->MarkReady(i);
     bucketer_->Poll();
   };
   const Clock::time_point epoch_start = Clock::now();
   double loss_sum = 0.0, data_s = 0.0, compute_s = 0.0, wait_s = 0.0, allreduce_s = 0.0;
-  int64_t correct = 0, seen = 0, steps = 0;
+  int64_t correct = 0, seen = 0, steps = 0, first_batch = 0;
+  if (resume_ && resume_->epoch == epoch) {  // Continue a checkpointed epoch.
+    first_batch = resume_->batches_done;
+    loss_sum = resume_->sums.loss_sum;
+    correct = resume_->sums.correct;
+    seen = resume_->sums.seen;
+    steps = resume_->sums.steps;
+    record->lr = resume_->sums.last_lr;
+    resume_.reset();
+  }
   // Straggler accounting lags one step (a step's arrival is known only once its last
   // bucket was sent): the previous step's arrival and wait on this rank.
   double straggler_s = 0.0, previous_arrival_ms = 0.0, previous_wait_s = 0.0;
   int64_t straggler_steps = 0;
   Clock::time_point previous_end = epoch_start;
   const double l2 = config_.optimizer().weight_decay() > 0 ? 1.0 : 0.0;
-  for (int64_t b = 0; b < sampler.num_batches() && !stopped_; ++b) {
+  for (int64_t b = first_batch; b < sampler.num_batches() && !stopped_; ++b) {
     const Clock::time_point t0 = Clock::now();
     const std::span<const int64_t> global_ids = sampler.Batch(b);
     const std::span<const int64_t> ids = data::Shard(global_ids, rank, world);
@@ -279,6 +299,10 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     bucketer_->BeginStep();
     dist::ControlWord word;
     if (comm_->is_root() && control_ != nullptr) word = control_->Poll(global_step_ + 1);
+    // SIGTERM/SIGINT (stop_signal.h): stop, with a checkpoint, after this step.
+    if (comm_->is_root() && StopSignalReceived() && word.action == dist::ControlWord::kContinue) {
+      word.action = dist::ControlWord::kStop;
+    }
     nn::StepContext ctx{nn::Mode::kTrain, t.seed(), epoch, ids};
     const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
     // The rate this step uses, read before Step() advances the schedule.
@@ -293,9 +317,10 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     extras[kControlRate] = static_cast<float>(word.learning_rate);
     for (int i = 0; i < world; ++i) {
       extras[kArrivalBase + static_cast<size_t>(i)] =
-          i == rank && b > 0 ? static_cast<float>(previous_arrival_ms) : 0.0f;
+          i == rank && b > first_batch ? static_cast<float>(previous_arrival_ms) : 0.0f;
     }
     const float grad_scale = 1.0f / static_cast<float>(global_ids.size());
+    poison = faults_.nan_step == global_step_ + 1 && faults_.nan_rank == rank;
     if (n > 0) {
       model_->Backward(ctx, grad_scale, ready);
     } else {  // A global batch smaller than the rank count leaves this rank idle.
@@ -306,7 +331,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     const Clock::time_point t2 = Clock::now();
     bucketer_->Wait();
     const Clock::time_point t3 = Clock::now();
-    if (world > 1 && b > 0) {
+    if (world > 1 && b > first_batch) {
       float slowest = 0.0f;
       for (int i = 0; i < world; ++i) {
         slowest = std::max(slowest, extras[kArrivalBase + static_cast<size_t>(i)]);
@@ -325,10 +350,17 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     const auto step_count = static_cast<int64_t>(global_ids.size());
     double batch_loss = step_loss / static_cast<double>(step_count);
     if (l2 > 0) batch_loss += sgd_->L2Penalty();
-    if (!std::isfinite(batch_loss)) {
-      throw Error(detail::StrCat("loss became ", batch_loss, " at epoch ", epoch, ", step ", b + 1,
-                                 " (global step ", global_step_ + 1,
-                                 "); lower the learning rate or check the data"));
+    // Gradients are all-reduced, so every rank finds the same thing here and stops at
+    // the same step; the weights are not updated and no checkpoint is written.
+    const char* bad_gradient = FirstNonFiniteGradient(params);
+    if (!std::isfinite(batch_loss) || bad_gradient != nullptr) {
+      throw Error(detail::StrCat(
+          "training diverged at epoch ", epoch, ", step ", b + 1, " (global step ",
+          global_step_ + 1, "): loss ", batch_loss,
+          bad_gradient != nullptr ? detail::StrCat(", non-finite gradient of ", bad_gradient)
+                                  : std::string(),
+          "; stopped before the update, the last checkpoint is intact; lower the learning rate "
+          "or check the data"));
     }
     sgd_->Step();
     ++global_step_;
@@ -367,6 +399,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     received.learning_rate = extras[kControlRate];
     received.step = global_step_;
     ApplyControl(received, global_step_);
+    AfterStep(epoch, b + 1, sampler.num_batches(), {loss_sum, correct, seen, steps, lr});
   }
   record->seconds = Seconds(epoch_start, Clock::now());
   record->loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0.0;
@@ -395,13 +428,25 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
 const History& Trainer::Run() {
   const int epochs = config_.training().epochs();
   EvalResult val;
-  for (int epoch = 1; epoch <= epochs && !stopped_; ++epoch) {
+  int first_epoch = 1;
+  if (resume_) {
+    first_epoch = resume_->epoch;
+    // The diagnosis holds findings across epochs: rebuild it from the restored history.
+    History prefix = history_;
+    prefix.epochs.clear();
+    for (const EpochRecord& e : history_.epochs) {
+      prefix.epochs.push_back(e);
+      diagnosis_.Update(prefix);
+    }
+  }
+  for (int epoch = first_epoch; epoch <= epochs && !stopped_; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
     if (comm_->size() > 1 && !config_.training().sync_batch_norm()) AverageRunningStatistics();
     const Clock::time_point validation_start = Clock::now();
     val = Evaluate(val_set_);
+    if (faults_.kill_in_validation == epoch && comm_->is_root()) KillSelf();
     record.val_loss = val.loss;
     record.val_accuracy = val.accuracy;
     const Clock::time_point probe_start = Clock::now();
@@ -428,7 +473,14 @@ const History& Trainer::Run() {
       history_.epochs.back().findings.push_back(f.name + ": " + f.explanation);
     }
     for (auto* o : observers_) o->OnEpochEnd(history_.epochs.back(), val, history_);
+    const int every =
+        config_.checkpoint().has_every_epochs() ? config_.checkpoint().every_epochs() : 1;
+    if (checkpoints_ && !stopped_ && (epoch == epochs || (every > 0 && epoch % every == 0))) {
+      WriteCheckpoint(epoch + 1, 0, 0, {}, "epoch");
+    }
   }
+  // Resumed from the end of training: nothing ran, but the observers want a validation.
+  if (val.confusion.empty()) val = Evaluate(val_set_);
   for (auto* o : observers_) o->OnTrainingEnd(history_, val);
   return history_;
 }

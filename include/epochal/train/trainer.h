@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,10 @@
 #include "epochal/nn/model.h"
 #include "epochal/optim/sgd.h"
 #include "epochal/train/diagnosis.h"
+#include "epochal/train/fault_plan.h"
 #include "epochal/train/history.h"
 #include "epochal/train/observer.h"
+#include "epochal/v1/checkpoint.pb.h"
 #include "epochal/v1/config.pb.h"
 
 namespace epochal::dist {
@@ -32,6 +35,8 @@ class GradientBucketer;
 }
 
 namespace epochal::train {
+
+class CheckpointStore;
 
 // Decides, on rank 0 at each step boundary, what every rank does next (the gRPC
 // control plane implements it; tests inject a stop at a given step).
@@ -73,6 +78,19 @@ class Trainer {
   void AddObserver(TrainingObserver* observer) { observers_.push_back(observer); }
   // Consulted on rank 0 only; not owned.
   void SetControlSource(ControlSource* source) { control_ = source; }
+
+  // Checkpoints (docs/fault-tolerance.md): every rank calls this before Run(); rank 0
+  // passes the store it writes to (not owned, must outlive Run()), the others null. The
+  // cadence comes from config.checkpoint; a kCheckpoint or kStop control word (and so
+  // SIGTERM) also writes one. Writing is a collective: rank-local state is gathered.
+  void EnableCheckpoints(CheckpointStore* store_at_root);
+  // Collective: continues from rank 0's `at_root` (others pass null; rank 0 may pass
+  // null too, then nothing happens). Returns true when state was restored. The config
+  // must have been checked with CheckResumeCompatible; throws Error if the checkpoint
+  // does not fit the model.
+  bool Restore(const v1::Checkpoint* at_root);
+  // Test-only faults (fault_plan.h); the same plan on every rank.
+  void SetFaultPlan(const FaultPlan& plan) { faults_ = plan; }
 
   // Trains config.training.epochs epochs, or until a stop control word; returns the
   // history (complete on every rank). Throws Error (naming the step) if the loss stops
@@ -140,6 +158,28 @@ class Trainer {
   // Sets the aligned training loss of the boundary at the end of `boundary_epoch`.
   void SetAlignedLoss(int boundary_epoch);
 
+  // The running sums of the epoch in progress (what a mid-epoch checkpoint keeps).
+  struct EpochSums {
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0, steps = 0;
+    double last_lr = 0.0;
+  };
+  // Where Restore() left the run: the epoch and batch to continue from, and its sums.
+  struct ResumePoint {
+    int epoch = 1;
+    int64_t batches_done = 0;
+    EpochSums sums;
+  };
+  // After every step: writes a checkpoint when one is due (collective), then runs the
+  // faults planned for this step.
+  void AfterStep(int epoch, int64_t batches_done, int64_t batches_per_epoch, const EpochSums& sums);
+  // Collective: the complete state at (epoch, batches_done) as a checkpoint, filled on
+  // rank 0 (empty elsewhere), and written by rank 0.
+  void WriteCheckpoint(int epoch, int64_t batches_done, int64_t batches_per_epoch,
+                       const EpochSums& sums, const std::string& reason);
+  // Name of the first parameter whose gradient holds a non-finite value, or null.
+  const char* FirstNonFiniteGradient(const std::vector<nn::Parameter*>& params) const;
+
   v1::ExperimentConfig config_;
   const data::Dataset& train_set_;
   const data::Dataset& val_set_;
@@ -156,6 +196,12 @@ class Trainer {
   int64_t per_rank_batch_ = 0;
   int64_t global_batch_ = 0;
   bool stopped_ = false;
+  bool checkpoints_ = false;                     // Same on every rank.
+  bool checkpoint_requested_ = false;            // By a kCheckpoint or kStop word.
+  CheckpointStore* checkpoint_store_ = nullptr;  // Rank 0 only.
+  int checkpoint_writes_ = 0;
+  std::optional<ResumePoint> resume_;
+  FaultPlan faults_;
   std::vector<int64_t> probe_;  // Training-set indices of the probe subset, sorted.
   Diagnosis diagnosis_;
   // Per-step buffers, sized once for the largest batch.
