@@ -33,6 +33,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "metrics_setup.h"
 #include "scan_command.h"
 #include "startup.h"
 
@@ -140,11 +141,13 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
   f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 4 MiB");
+  AddMetricsFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
 
   v1::ExperimentConfig config;
   data::Dataset train_set, val_set;
   std::string out;
+  std::unique_ptr<metrics::MetricsExporter> exporter;
   AgreeOnStartup(comm, [&] {
     SetThreadsPerRank(f);
     config = LoadConfig(f);
@@ -162,6 +165,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
+    exporter = StartMetrics(f, comm.is_root());
   });
   if (comm.is_root()) {
     std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
@@ -176,6 +180,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
     const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
     trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
+    if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
     if (comm.is_root()) {
       report::WriteTextFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
       std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
@@ -198,6 +203,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     trainer.AddObserver(&saver);
     trainer.AddObserver(&files);
     if (stop) trainer.SetControlSource(&*stop);
+    if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
   const train::EvalResult final_val = trainer.Evaluate(val_set);
@@ -210,6 +216,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
               << report::ClassificationReport(final_val.confusion, class_names)
               << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
               << "weights.pb}\n";
+    if (exporter) LingerForMetrics(f, *exporter);
   }
   return 0;
 }
