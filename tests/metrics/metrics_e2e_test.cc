@@ -128,7 +128,7 @@ bool MidTraining(const std::string& body) {
 TEST(MetricsEndToEnd, MidTrainingScrapePassesPromtoolAndPortZeroIsPrinted) {
   TempDir dir("metrics_lint");
   std::vector<std::string> cmd = {kBinary};
-  for (const auto& a : TrainArgs(dir.path() / "run", 2000, 3)) cmd.push_back(a);
+  for (const auto& a : TrainArgs(dir.path() / "run", 1200, 2)) cmd.push_back(a);
   cmd.insert(cmd.end(), {"--metrics-port", "0", "--metrics-gather-seconds", "1"});
   const fs::path out = dir.path() / "out.txt", err = dir.path() / "err.txt";
   BackgroundProcess epochal(cmd, out.string(), err.string());
@@ -259,7 +259,7 @@ TEST(MetricsEndToEnd, RealPrometheusScrapesA2RankRunAndAnswersTheDashboard) {
 
   const double start = NowUnix();
   const fs::path run = dir.path() / "run";
-  constexpr int kLimitTrain = 3000, kEpochs = 2;
+  constexpr int kLimitTrain = 2000, kEpochs = 2;
   std::vector<std::string> cmd = {kMpiexec, "--oversubscribe", "--bind-to", "none", "-n", "2",
                                   kBinary};
   for (const auto& a : TrainArgs(run, kLimitTrain, kEpochs)) cmd.push_back(a);
