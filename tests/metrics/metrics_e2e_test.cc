@@ -313,8 +313,15 @@ TEST(MetricsEndToEnd, RealPrometheusScrapesA2RankRunAndAnswersTheDashboard) {
       EXPECT_FALSE(Field(Field(result[0], "metric"), label).string_value().empty()) << e;
     }
   }
-  // Both ranks' histograms arrived.
+  // Both ranks' histograms arrived, and the gathers lost no step and no sample.
   EXPECT_EQ(Query(prom_port, "epochal_step_seconds_count", t).size(), 2u);
+  const double steps = Scalar(prom_port, "epochal_steps_total", t);
+  ExpectClose(Scalar(prom_port, "sum(epochal_step_seconds_count)", t), 2 * steps,
+              "steps in the rank histograms");
+  ExpectClose(Scalar(prom_port, "sum(epochal_allreduce_wait_seconds_count)", t), 2 * steps,
+              "steps in the all-reduce histograms");
+  ExpectClose(Scalar(prom_port, "sum(epochal_rank_samples_total)", t), expected_samples,
+              "samples in the per-rank counters");
 
   // The final epoch gauges are history.json's last epoch.
   const Value history = ParseJson(ReadFile(run / "history.json"));

@@ -16,7 +16,9 @@
 
 #include "epochal/core/error.h"
 #include "epochal/metrics/exporter.h"
+#include "epochal/train/config.h"
 #include "epochal/train/rank_timing.h"
+#include "epochal/train/trainer.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "metrics_test_util.h"
@@ -287,6 +289,56 @@ TEST(DashboardTest, ParsesAndRefersOnlyToExportedMetrics) {
   }
   EXPECT_EQ(variables.count("job"), 1u);
   EXPECT_EQ(variables.count("rank"), 1u);
+}
+
+class SnapshotCounter : public train::TrainingObserver {
+ public:
+  void OnRankTimings(const train::RankTimingSnapshot& s) override {
+    ++snapshots;
+    for (const auto& r : s.ranks) {
+      for (double c : r.counts[train::RankTimingIncrements::kStep]) steps += c;
+    }
+  }
+  int snapshots = 0;
+  double steps = 0;
+};
+
+// The trainer feeds the exporter: counters match the history, and the timing gathers
+// requested through the control extras (here after every step) lose no step.
+TEST(TrainerToExporter, CountersMatchHistoryAndTimingGathersLoseNoStep) {
+  const std::string d = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(d + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  v1::ExperimentConfig config = train::LoadExperimentConfig(
+      std::string(EPOCHAL_SOURCE_DIR) + "/configs/fashion_mnist_minivggnet.textproto");
+  config.mutable_training()->set_epochs(2);
+  config.mutable_training()->set_batch_size(50);
+  config.mutable_analysis()->set_probe_samples(100);
+  const data::Dataset train_set = data::LoadIdxDataset(d + "/train-images-idx3-ubyte.gz",
+                                                       d + "/train-labels-idx1-ubyte.gz", 10, 230);
+  const data::Dataset val_set = data::LoadIdxDataset(d + "/t10k-images-idx3-ubyte.gz",
+                                                     d + "/t10k-labels-idx1-ubyte.gz", 10, 70);
+  train::Trainer trainer(config, train_set, val_set);
+  MetricsExporter exporter;
+  SnapshotCounter counter;
+  exporter.WatchHistory(&trainer.history());
+  trainer.AddObserver(&exporter);
+  trainer.AddObserver(&counter);
+  trainer.SetRankTimingInterval(1e-9);  // A gather after every step.
+  const train::History& h = trainer.Run();
+  ASSERT_EQ(h.batches.size(), 10u);
+  // 10 flagged gathers plus one per epoch end.
+  EXPECT_EQ(counter.snapshots, 12);
+  EXPECT_EQ(counter.steps, 10);
+  auto m = ParseExposition(exporter.Scrape());
+  EXPECT_DOUBLE_EQ(m["epochal_train_samples_total"], 460);
+  EXPECT_DOUBLE_EQ(m["epochal_steps_total"], 10);
+  EXPECT_DOUBLE_EQ(m["epochal_step_seconds_count{rank=\"0\"}"], 10);
+  EXPECT_DOUBLE_EQ(m["epochal_rank_samples_total{rank=\"0\"}"], 460);
+  const double mean = (h.epochs[0].loss + h.epochs[1].loss) / 2;  // 230 samples each.
+  EXPECT_NEAR(m["epochal_train_loss_sum"] / m["epochal_train_loss_count"], mean, 1e-12);
+  EXPECT_DOUBLE_EQ(m["epochal_epoch_val_loss"], h.epochs[1].val_loss);
+  EXPECT_DOUBLE_EQ(m["epochal_aligned_train_loss"], *h.epochs[0].aligned_train_loss);
+  EXPECT_DOUBLE_EQ(m["epochal_state{state=\"finished\"}"], 1);
 }
 
 }  // namespace
