@@ -306,6 +306,8 @@ TEST(MetricsEndToEnd, RealPrometheusScrapesA2RankRunAndAnswersTheDashboard) {
       label = m[2];
     }
     e = std::regex_replace(e, std::regex(R"(\$__rate_interval)"), "5m");
+    e = std::regex_replace(e, std::regex(R"(\$half_epoch_window)"), "5m");
+    e = std::regex_replace(e, std::regex(R"(\$epoch_window)"), "10m");
     e = std::regex_replace(e, std::regex(R"(\$(job|rank))"), ".+");
     const auto result = Query(prom_port, e, t);
     EXPECT_FALSE(result.empty()) << "no data for dashboard expression " << e;

@@ -289,6 +289,16 @@ TEST(DashboardTest, ParsesAndRefersOnlyToExportedMetrics) {
   }
   EXPECT_EQ(variables.count("job"), 1u);
   EXPECT_EQ(variables.count("rank"), 1u);
+  // Every variable an expression uses is defined (or one of Grafana's own, $__...).
+  const std::regex variable(R"(\$([A-Za-z_]+))");
+  for (const std::string& e : exprs) {
+    for (auto it = std::sregex_iterator(e.begin(), e.end(), variable); it != std::sregex_iterator();
+         ++it) {
+      const std::string name = (*it)[1];
+      if (name.rfind("__", 0) == 0) continue;
+      EXPECT_EQ(variables.count(name), 1u) << "$" << name << " in " << e;
+    }
+  }
 }
 
 class SnapshotCounter : public train::TrainingObserver {
