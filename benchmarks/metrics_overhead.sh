@@ -17,11 +17,9 @@ trap 'rm -rf "$work"' EXIT
 
 scrape_loop() {  # scrapes 127.0.0.1:$port/metrics every second until killed
   while true; do
-    if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
-      printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-      cat <&3 >/dev/null || true
-      exec 3>&-
-    fi
+    # A subshell per scrape: a refused connection (before the server starts) ends only it.
+    (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 &&
+      cat <&3) >/dev/null 2>&1 || true
     sleep 1
   done
 }
@@ -46,7 +44,7 @@ for i in $(seq "$repeats"); do
   scrape_loop &
   scraper=$!
   on+=("$(run "on$i" --metrics-port "$port" "$@")")
-  kill "$scraper"
+  kill "$scraper" 2>/dev/null || true
   wait "$scraper" 2>/dev/null || true
   echo "repeat $i: no exporter ${off[-1]} img/s, exporter scraped at 1 Hz ${on[-1]} img/s"
 done

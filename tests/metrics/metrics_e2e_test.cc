@@ -184,6 +184,38 @@ TEST(MetricsEndToEnd, BasicAuthGives401WithoutCredentialsAnd200WithThem) {
   // The destructor ends the lingering run.
 }
 
+TEST(MetricsEndToEnd, BadMetricsFlagsAndABusyPortAreStartupErrors) {
+  TempDir dir("metrics_flags");
+  const auto run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> cmd = {kBinary};
+    for (const auto& a : TrainArgs(dir.path() / "run", 100, 1)) cmd.push_back(a);
+    cmd.insert(cmd.end(), extra.begin(), extra.end());
+    return test::RunWithTimeout(dir.path(), 120, cmd);
+  };
+  test::Outcome o = run({"--metrics-bind", "0.0.0.0"});
+  EXPECT_EQ(o.code, 2) << o.Describe();
+  EXPECT_TRUE(test::Contains(o.err, "--metrics-bind needs --metrics-port")) << o.err;
+  o = run({"--metrics-port", "70000"});
+  EXPECT_EQ(o.code, 2) << o.Describe();
+  EXPECT_TRUE(test::Contains(o.err, "--metrics-port must be at most 65535")) << o.err;
+  o = run({"--metrics-port", "0", "--metrics-auth-file", (dir.path() / "missing").string()});
+  EXPECT_EQ(o.code, 2) << o.Describe();
+  EXPECT_TRUE(test::Contains(o.err, "cannot be read")) << o.err;
+  // A port something else listens on.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  o = run({"--metrics-port", std::to_string(ntohs(addr.sin_port))});
+  ::close(fd);
+  EXPECT_EQ(o.code, 2) << o.Describe();
+  EXPECT_TRUE(test::Contains(o.err, "metrics: cannot listen on 127.0.0.1:")) << o.err;
+}
+
 // GET /api/v1/<path> on the Prometheus server; the parsed "data" of a success.
 Value PromApi(int port, const std::string& path_and_query) {
   const test::HttpResponse r = HttpGet(port, "/api/v1/" + path_and_query);
