@@ -17,7 +17,7 @@ void AddMetricsFlags(Flags& f) {
           "serve Prometheus metrics on rank 0 at http://ADDR:P/metrics; 0 picks a free port "
           "(printed)",
           "no metrics");
-  f.Value("metrics-bind", "ADDR", "address the metrics server listens on", "127.0.0.1");
+  f.Value("metrics-bind", "ADDR", "IPv4 address the metrics server listens on", "127.0.0.1");
   f.Value("metrics-auth-file", "FILE", "require HTTP basic auth; FILE holds one line user:password",
           "no auth");
   f.Value("metrics-gather-seconds", "S",

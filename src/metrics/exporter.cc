@@ -279,6 +279,8 @@ MetricsExporter::~MetricsExporter() {
 }
 
 int MetricsExporter::Listen(const ExporterOptions& options) {
+  // An IPv6 address goes in brackets (civetweb's syntax); Debian's build refuses it all
+  // the same, with the error below.
   const bool v6 = options.bind_address.find(':') != std::string::npos;
   const std::string address = (v6 ? "[" + options.bind_address + "]" : options.bind_address) + ":" +
                               std::to_string(options.port);
