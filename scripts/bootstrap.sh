@@ -5,7 +5,8 @@
 #   bash scripts/bootstrap.sh build   install what is missing and build only
 # Extra arguments after `train` go to `epochal train` (e.g. --epochs 1).
 # Environment: BUILD_DIR (default build), JOBS (default: all cores), FUZZ_SECONDS (per fuzz
-# target in `test` mode, default 60; 0 skips the fuzz pass).
+# target in `test` mode, default 60; 0 skips the fuzz pass), METRICS_PORT (default 9464:
+# where `train` serves Prometheus metrics, see docs/metrics.md).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,9 +72,13 @@ case "$mode" in
     install_packages
     build
     out="runs/$(date +%Y%m%d-%H%M%S)"
+    metrics_port="${METRICS_PORT:-9464}"
     echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
+    echo "bootstrap: Prometheus metrics at http://127.0.0.1:$metrics_port/metrics" \
+      "(scrape config: deploy/prometheus/prometheus.yml; dashboard: deploy/grafana/)"
     exec "$build_dir/src/apps/epochal" train \
-      --config configs/fashion_mnist_minivggnet.textproto --out "$out" "$@"
+      --config configs/fashion_mnist_minivggnet.textproto --out "$out" \
+      --metrics-port "$metrics_port" "$@"
     ;;
   *)
     echo "usage: bash scripts/bootstrap.sh train|test|build [epochal train flags...]" >&2

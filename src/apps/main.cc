@@ -35,6 +35,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "metrics_setup.h"
 #include "scan_command.h"
 #include "startup.h"
 
@@ -145,6 +146,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("allreduce-progress", "MODE",
           "how all-reduces advance during backward: auto, thread or poll", "config's, else auto");
   AddCheckpointFlags(f);
+  AddMetricsFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
   // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
   train::InstallStopSignalHandlers();
@@ -154,6 +156,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   std::string out;
   CheckpointSetup checkpoints;
   train::FaultPlan faults;
+  std::unique_ptr<metrics::MetricsExporter> exporter;
   AgreeOnStartup(comm, [&] {
     faults = train::FaultPlan::FromEnvironment();
     SetThreadsPerRank(f);
@@ -178,6 +181,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
+    exporter = StartMetrics(f, comm.is_root());
   });
   if (comm.is_root()) {
     std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
@@ -197,6 +201,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
     const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
     trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
+    if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
     if (comm.is_root()) {
       report::WriteTextFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
       std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
@@ -219,6 +224,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     trainer.AddObserver(&saver);
     trainer.AddObserver(&files);
     if (stop) trainer.SetControlSource(&*stop);
+    if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
   const train::EvalResult final_val = trainer.Evaluate(val_set);
@@ -238,6 +244,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
               << report::ClassificationReport(final_val.confusion, class_names)
               << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
               << "weights.pb}\n";
+    if (exporter) LingerForMetrics(f, *exporter);
   }
   return 0;
 }

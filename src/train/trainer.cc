@@ -42,6 +42,7 @@ enum Extra : size_t {
   kCount,
   kControlAction,  // Rank 0's control word; every other rank contributes zeros.
   kControlRate,
+  kGatherTimings,  // 1 when rank 0 asks every rank to gather its step timings now.
   // Then one float per rank: the milliseconds that rank took, in the previous step, from
   // leaving Wait() to entering it again. The slowest rank sets when the last bucket can
   // complete, so the others' difference to it is straggler wait, not communication.
@@ -319,6 +320,13 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
       extras[kArrivalBase + static_cast<size_t>(i)] =
           i == rank && b > first_batch ? static_cast<float>(previous_arrival_ms) : 0.0f;
     }
+    // Rank 0 asks for a timing gather when the interval has passed; it rides with the
+    // control word, so every rank gathers after the same step and no step pays for an
+    // extra collective.
+    extras[kGatherTimings] = comm_->is_root() && timing_interval_ > 0 &&
+                                     Seconds(last_timing_gather_, t1) >= timing_interval_
+                                 ? 1.0f
+                                 : 0.0f;
     const float grad_scale = 1.0f / static_cast<float>(global_ids.size());
     poison = faults_.nan_step == global_step_ + 1 && faults_.nan_rank == rank;
     if (n > 0) {
@@ -372,6 +380,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     compute_s += Seconds(t1, t2);
     wait_s += Seconds(t2, t3);
     allreduce_s += bucketer_->allreduce_seconds();
+    rank_timing_.Add(Seconds(t0, t3), Seconds(t0, t1), Seconds(t2, t3), n);
 
     StepEvent ev;
     ev.epoch = epoch;
@@ -385,6 +394,8 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     ev.running_loss = loss_sum / static_cast<double>(seen);
     ev.running_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
     ev.learning_rate = lr;
+    ev.batch_samples = step_count;
+    ev.batch_correct = step_correct;
     history_.batches.push_back({ev.epoch_progress, batch_loss, lr});
     // Half-way through epoch e+1 the aligned loss of boundary e is known.
     if (epoch > 1 && ev.epoch_progress >= epoch - 0.5 &&
@@ -394,6 +405,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     for (auto* o : observers_) o->OnStep(ev);
     record->lr = lr;
 
+    if (extras[kGatherTimings] > 0.5f) GatherRankTimings();
     dist::ControlWord received;
     received.action = static_cast<int32_t>(std::lround(extras[kControlAction]));
     received.learning_rate = extras[kControlRate];
@@ -423,6 +435,18 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     record->rank_timings.push_back(
         {all[i], all[i + 1], all[i + 2], all[i + 3], all[i + 4], all[i + 5]});
   }
+  // Every epoch end (a point all ranks reach together) flushes the timing histograms.
+  GatherRankTimings();
+}
+
+void Trainer::GatherRankTimings() {
+  std::vector<double> all;
+  comm_->Gather(rank_timing_.Packed(), &all);
+  rank_timing_.Reset();
+  last_timing_gather_ = Clock::now();
+  if (!comm_->is_root()) return;
+  const RankTimingSnapshot snapshot = RankTimingHistograms::Unpack(all);
+  for (auto* o : observers_) o->OnRankTimings(snapshot);
 }
 
 const History& Trainer::Run() {

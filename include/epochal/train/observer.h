@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "epochal/train/history.h"
+#include "epochal/train/rank_timing.h"
 
 namespace epochal::train {
 
@@ -21,6 +22,8 @@ struct StepEvent {
   double running_loss = 0.0;    // Mean loss of the epoch so far (Keras `loss`).
   double running_accuracy = 0.0;
   double learning_rate = 0.0;
+  int64_t batch_samples = 0;  // Samples in this step's global batch.
+  int64_t batch_correct = 0;  // Of which classified correctly.
 };
 
 // A validation pass: mean loss, accuracy and the confusion matrix (row = true label).
@@ -45,6 +48,10 @@ class TrainingObserver {
   virtual void OnTrainingEnd(const History& /*history*/, const EvalResult& /*validation*/) {}
   // A control word took effect (pause, resume, stop, new learning rate, checkpoint).
   virtual void OnControl(const ControlEvent& /*event*/) {}
+  // Rank 0, after the ranks' step timings were gathered (every few seconds when
+  // Trainer::SetRankTimingInterval asks for it, and at every epoch end): the increments
+  // of each rank's histograms since the previous snapshot.
+  virtual void OnRankTimings(const RankTimingSnapshot& /*snapshot*/) {}
 };
 
 }  // namespace epochal::train

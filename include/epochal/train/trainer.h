@@ -4,8 +4,10 @@
 // batch. Gradients are all-reduced in fusion buckets that start while backward is still
 // running (dist::GradientBucketer); the step's loss sum, correct count and sample count,
 // and rank 0's control word, ride in the last bucket, so a step costs no collective
-// beyond the gradient all-reduce. Validation is sharded over all ranks and its sums
-// reduced in double precision, so its result does not depend on the rank count.
+// beyond the gradient all-reduce. A flag in the same extras lets rank 0 ask, every few
+// seconds, for one gather of every rank's step-timing histograms (rank_timing.h) at that
+// step boundary. Validation is sharded over all ranks and its sums reduced in double
+// precision, so its result does not depend on the rank count.
 //
 // Collective contract: every rank constructs the Trainer and calls Run() / Evaluate()
 // in the same order with the same config. Every random choice is a pure function of
@@ -13,6 +15,7 @@
 // Thread safety: a Trainer is driven by one thread.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +30,7 @@
 #include "epochal/train/fault_plan.h"
 #include "epochal/train/history.h"
 #include "epochal/train/observer.h"
+#include "epochal/train/rank_timing.h"
 #include "epochal/v1/checkpoint.pb.h"
 #include "epochal/v1/config.pb.h"
 
@@ -76,6 +80,10 @@ class Trainer {
 
   // Observers are not owned and must outlive Run(). Usually attached on rank 0 only.
   void AddObserver(TrainingObserver* observer) { observers_.push_back(observer); }
+  // Rank 0 only: gather every rank's step-timing histograms at the first step boundary
+  // after `seconds` have passed since the last gather (0: only at epoch ends) and hand
+  // them to the observers (OnRankTimings). The request rides in the step's control extras.
+  void SetRankTimingInterval(double seconds) { timing_interval_ = seconds; }
   // Consulted on rank 0 only; not owned.
   void SetControlSource(ControlSource* source) { control_ = source; }
 
@@ -132,6 +140,8 @@ class Trainer {
   const History& history() const { return history_; }
   const dist::Communicator& comm() const { return *comm_; }
   int64_t global_step() const { return global_step_; }
+  int64_t per_rank_batch() const { return per_rank_batch_; }
+  int64_t global_batch() const { return global_batch_; }
   bool stopped() const { return stopped_; }
 
  private:
@@ -157,6 +167,9 @@ class Trainer {
   void MeasureGap(EpochRecord* record, const EvalResult& val);
   // Sets the aligned training loss of the boundary at the end of `boundary_epoch`.
   void SetAlignedLoss(int boundary_epoch);
+  // Collective: gathers every rank's step-timing histograms to rank 0, zeroes them, and
+  // hands the snapshot to the observers.
+  void GatherRankTimings();
 
   // The running sums of the epoch in progress (what a mid-epoch checkpoint keeps).
   struct EpochSums {
@@ -204,6 +217,9 @@ class Trainer {
   FaultPlan faults_;
   std::vector<int64_t> probe_;  // Training-set indices of the probe subset, sorted.
   Diagnosis diagnosis_;
+  RankTimingHistograms rank_timing_;
+  double timing_interval_ = 0;
+  std::chrono::steady_clock::time_point last_timing_gather_ = std::chrono::steady_clock::now();
   // Per-step buffers, sized once for the largest batch.
   std::vector<float> images_;
   std::vector<int32_t> labels_;
