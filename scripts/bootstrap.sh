@@ -4,7 +4,8 @@
 #   bash scripts/bootstrap.sh test    install what is missing, build, run the whole test suite
 #   bash scripts/bootstrap.sh build   install what is missing and build only
 # Extra arguments after `train` go to `epochal train` (e.g. --epochs 1).
-# Environment: BUILD_DIR (default build), JOBS (default: all cores).
+# Environment: BUILD_DIR (default build), JOBS (default: all cores), CONTROL_PORT (the
+# training run's `epochal ctl` port, default 50051).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,7 @@ packages=(
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  openssl python3-grpcio python3-grpc-tools
 )
 
 install_packages() {
@@ -65,9 +67,14 @@ case "$mode" in
     install_packages
     build
     out="runs/$(date +%Y%m%d-%H%M%S)"
+    # The control plane listens on loopback at a fixed port (docs/control.md).
+    control_port="${CONTROL_PORT:-50051}"
     echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
+    echo "bootstrap: steer it from another terminal with $build_dir/src/apps/epochal ctl" \
+      "--target 127.0.0.1:$control_port status|pause|resume|set-lr X|stop|watch"
     exec "$build_dir/src/apps/epochal" train \
-      --config configs/fashion_mnist_minivggnet.textproto --out "$out" "$@"
+      --config configs/fashion_mnist_minivggnet.textproto --out "$out" \
+      --control-port "$control_port" "$@"
     ;;
   *)
     echo "usage: bash scripts/bootstrap.sh train|test|build [epochal train flags...]" >&2

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "control_command.h"
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
@@ -51,6 +52,7 @@ commands:
   evaluate   evaluate saved weights on the validation split
   scan       look for validation samples that leak from the training set
   report     re-render a run's plots and print its table, decomposition and diagnosis
+  ctl        steer a running job (train --control-port): status, pause, set-lr, stop...
 
 Run 'epochal <command> --help' for the flags of a command.
 )";
@@ -140,6 +142,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
   f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 4 MiB");
+  AddControlFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
 
   v1::ExperimentConfig config;
@@ -191,13 +194,23 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
   std::optional<train::StopAtStep> stop;
   if (auto v = f.GetInt("stop-after-steps", 1)) stop.emplace(*v);
+  std::unique_ptr<ControlPlane> control;
+  AgreeOnStartup(comm, [&] {
+    control = StartControlPlane(f, comm, config, &trainer.diagnosis(),
+                                f.GetInt("stop-after-steps", 1).value_or(0));
+  });
   if (comm.is_root()) {
     std::cout << trainer.model().Summary();
     std::cout.flush();
     trainer.AddObserver(&console);
     trainer.AddObserver(&saver);
     trainer.AddObserver(&files);
-    if (stop) trainer.SetControlSource(&*stop);
+    if (control) {
+      trainer.AddObserver(control->observer());
+      trainer.SetControlSource(control->source());
+    } else if (stop) {
+      trainer.SetControlSource(&*stop);
+    }
   }
   trainer.Run();
   const train::EvalResult final_val = trainer.Evaluate(val_set);
@@ -337,6 +350,14 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace epochal;
   const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "ctl") {  // A client: no MPI.
+    try {
+      return apps::Ctl(argc, argv);
+    } catch (const std::exception& e) {
+      std::cerr << "epochal ctl: error: " << e.what() << "\n";
+      return 2;
+    }
+  }
   // MPI only when a launcher started us: a plain `epochal train` needs no MPI at all.
   std::optional<dist::MpiEnvironment> mpi;
   std::optional<dist::Communicator> comm;
