@@ -27,9 +27,12 @@ void CopyEpoch(const train::EpochRecord& r, v1::EpochRecord* out) {
   out->set_accuracy(r.accuracy);
   out->set_val_loss(r.val_loss);
   out->set_val_accuracy(r.val_accuracy);
-  if (r.gap_timing) out->set_gap_timing(*r.gap_timing);
-  if (r.gap_regularization) out->set_gap_regularization(*r.gap_regularization);
-  if (r.gap_data) out->set_gap_data(*r.gap_data);
+  if (r.gap_timing && r.gap_regularization && r.gap_data) {
+    out->set_has_gaps(true);
+    out->set_gap_timing(*r.gap_timing);
+    out->set_gap_regularization(*r.gap_regularization);
+    out->set_gap_data(*r.gap_data);
+  }
   out->set_lr(r.lr);
   out->set_seconds(r.seconds);
   for (const std::string& f : r.findings) out->add_findings(f);

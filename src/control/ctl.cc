@@ -72,9 +72,9 @@ void PrintHistory(const v1::History& h, std::ostream& out) {
     const auto opt = [](bool has, double v) { return has ? Num("%8.4f", v) : "       -"; };
     out << Num("%5.0f", e.epoch()) << " " << Num("%8.4f", e.loss()) << " "
         << Num("%8.4f", e.accuracy()) << " " << Num("%8.4f", e.val_loss()) << " "
-        << Num("%8.4f", e.val_accuracy()) << " " << opt(e.has_gap_timing(), e.gap_timing()) << " "
-        << opt(e.has_gap_regularization(), e.gap_regularization()) << " "
-        << opt(e.has_gap_data(), e.gap_data()) << " " << Num("%8.4g", e.lr()) << "\n";
+        << Num("%8.4f", e.val_accuracy()) << " " << opt(e.has_gaps(), e.gap_timing()) << " "
+        << opt(e.has_gaps(), e.gap_regularization()) << " " << opt(e.has_gaps(), e.gap_data())
+        << " " << Num("%8.4g", e.lr()) << "\n";
   }
   if (h.control_events_size() > 0) out << "control events:\n";
   for (const v1::ControlEvent& c : h.control_events()) {

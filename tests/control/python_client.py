@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A TrainingControl client we did not write: Debian's python3-grpcio with stubs that
 python3-grpc-tools generated from proto/epochal/v1/control.proto (PYTHONPATH points at
-them). Calls GetStatus and reads WatchEvents from the job at argv[1]; prints
-"status ok" and "watch ok" on success, exits non-zero otherwise."""
+them). Calls GetStatus, reads WatchEvents and lists the services through server reflection
+at the job at argv[1]; prints
+"status ok", "watch ok" and "reflection ok" on success, exits non-zero otherwise."""
 import sys
 
 import grpc
@@ -27,6 +28,15 @@ def main():
     events.cancel()
     assert kinds >= {"batch", "state"}, kinds
     print("watch ok: " + ", ".join(sorted(kinds)))
+
+    # Server reflection, spoken in raw bytes (Debian ships no reflection stubs): a
+    # ServerReflectionRequest with list_services = "" (field 7) must list the service.
+    reflect = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    reply = next(iter(reflect(iter([b"\x3a\x00"]), timeout=30)))
+    assert b"epochal.v1.TrainingControl" in reply, reply
+    print("reflection ok")
 
 
 if __name__ == "__main__":
