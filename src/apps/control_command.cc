@@ -65,6 +65,9 @@ std::unique_ptr<ControlPlane> StartControlPlane(const Flags& f, const dist::Comm
     }
     return nullptr;
   }
+  // Only rank 0 serves, so only rank 0 needs the token and certificate files (they may
+  // exist on its node only); a failure there still ends every rank (AgreeOnStartup).
+  if (!comm.is_root()) return nullptr;
   control::ServiceOptions service;
   service.token = Token(f, "control-token-file");
   if (auto v = f.GetDouble("control-max-lr")) {
@@ -82,8 +85,6 @@ std::unique_ptr<ControlPlane> StartControlPlane(const Flags& f, const dist::Comm
   server.tls_cert_file = f.Get("control-tls-cert").value_or("");
   server.tls_key_file = f.Get("control-tls-key").value_or("");
   server.tls_client_ca_file = f.Get("control-tls-client-ca").value_or("");
-  control::ValidateServerOptions(server);  // On every rank: they all refuse alike.
-  if (!comm.is_root()) return nullptr;
   auto plane = std::make_unique<RunningControlPlane>(std::move(service), server, diagnosis);
   std::cout << "control: " << plane->server().address() << (plane->server().tls() ? " (TLS)" : "")
             << (server.has_token ? " (token required)" : "") << std::endl;

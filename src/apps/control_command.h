@@ -25,7 +25,8 @@ class ControlPlane {
 };
 
 // Starts the control plane on rank 0 when --control-port is given (null otherwise, and on
-// every other rank) and prints "control: HOST:PORT". `stop_after_step` (0: none) is
+// every other rank) and prints "control: HOST:PORT". Call it inside AgreeOnStartup: the
+// files are read on rank 0 only. `stop_after_step` (0: none) is
 // folded in, as the trainer has one control source. Throws InputError for bad flags
 // (e.g. a token without TLS on a non-loopback bind), SystemError when it cannot listen.
 std::unique_ptr<ControlPlane> StartControlPlane(const Flags& f, const dist::Communicator& comm,

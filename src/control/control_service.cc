@@ -96,11 +96,13 @@ std::optional<grpc::Status> ControlService::RefuseIfEnding() const {
 ControlService::Outcome ControlService::WaitFor(std::unique_lock<std::mutex>& lock, uint64_t id,
                                                 const grpc::ServerContext* context) {
   auto deadline = Clock::now() + options_.command_wait;
-  // Leave the client a moment to receive a "pending" reply before its own deadline.
-  const auto client = context->deadline() - std::chrono::milliseconds(200);
-  const auto client_steady = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                client - std::chrono::system_clock::now());
-  if (client_steady < deadline) deadline = client_steady;
+  // Leave the client a moment to receive a "pending" reply before its own deadline (a
+  // client without a deadline has one in the far future).
+  const auto client_left = context->deadline() - std::chrono::system_clock::now();
+  if (client_left < options_.command_wait) {
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(client_left) -
+               std::chrono::milliseconds(200);
+  }
   const auto done = [&] {
     return applied_.count(id) > 0 ||
            std::find(cancelled_.begin(), cancelled_.end(), id) != cancelled_.end() || finished_;
