@@ -13,6 +13,8 @@
 namespace epochal::control {
 namespace {
 
+constexpr int kHandshakeTimeoutMs = 5000;
+
 std::string ReadWholeFile(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("cannot read " + what + " " + path);
@@ -80,6 +82,10 @@ ControlServer::ControlServer(const ServerOptions& options, ControlService* servi
   }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // A client that opens a TLS connection and never finishes the handshake (a wrong CA
+  // retries, a port scanner) holds the listener until the handshake times out, and
+  // Shutdown waits for it: keep that bounded, so the job exits promptly after training.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kHandshakeTimeoutMs);
   const std::string address = HostPort(options.bind, options.port);
   builder.AddListeningPort(address, credentials, &port_);
   builder.RegisterService(service);

@@ -495,10 +495,12 @@ TEST(ControlMpiTest, TlsClientWithoutTheCaFails) {
   const Outcome ok = ctl(args);
   EXPECT_TRUE(ok.Succeeded()) << ok.Describe();
   const Outcome plain = ctl({"--timeout", "5", "status"});
-  EXPECT_EQ(plain.code, 14) << plain.Describe();
+  EXPECT_TRUE(plain.code == 14 || plain.code == 4) << plain.Describe();
   const Outcome no_ca = ctl({"--tls", "--tls-cert", (d / "client.pem").string(), "--tls-key",
                              (d / "client.key").string(), "--timeout", "5", "status"});
-  EXPECT_EQ(no_ca.code, 14) << "without the CA: " << no_ca.Describe();
+  // The handshake fails on every retry: UNAVAILABLE, or DEADLINE_EXCEEDED once the
+  // deadline passes first.
+  EXPECT_TRUE(no_ca.code == 14 || no_ca.code == 4) << "without the CA: " << no_ca.Describe();
   const Outcome no_client_cert =
       ctl({"--tls-ca", (d / "ca.pem").string(), "--timeout", "5", "status"});
   EXPECT_NE(no_client_cert.code, 0)
