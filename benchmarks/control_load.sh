@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 args=(--config "$here/configs/fashion_mnist_minivggnet.textproto" --no-scan --threads 1
-      --limit-train 6000 --limit-val 500 --batch-size 32 --epochs 2 --control-port 0 "$@")
+      --limit-train 4000 --limit-val 500 --batch-size 32 --epochs 2 --control-port 0 "$@")
 
 run() {  # run NAME WITH_LOAD
   local out="$work/$1"
@@ -40,5 +40,6 @@ print(sum(e['images_per_second'] for e in h['epochs'])/len(h['epochs']))" "$out/
 }
 base=$(run baseline 0)
 loaded=$(run loaded 1)
+cat "$work/loaded.load"
 echo "throughput, images/s: baseline $base, with load $loaded"
 /usr/bin/python3 -c "import sys; b,l=map(float,sys.argv[1:]); print('drop: %.2f%%' % (100*(b-l)/b))" "$base" "$loaded"

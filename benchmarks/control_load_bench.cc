@@ -81,8 +81,11 @@ int main(int argc, char** argv) {
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
         epochal::v1::Status status;
         const auto t0 = Clock::now();
-        if (stub->GetStatus(&context, {}, &status).ok()) {
+        const grpc::Status s = stub->GetStatus(&context, {}, &status);
+        if (s.ok()) {
           mine.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE && !mine.empty()) {
+          break;  // The job ended.
         } else {
           ++errors;
         }
