@@ -6,7 +6,8 @@
 # Extra arguments after `train` go to `epochal train` (e.g. --epochs 1).
 # Environment: BUILD_DIR (default build), JOBS (default: all cores), FUZZ_SECONDS (per fuzz
 # target in `test` mode, default 60; 0 skips the fuzz pass), METRICS_PORT (default 9464:
-# where `train` serves Prometheus metrics, see docs/metrics.md).
+# where `train` serves Prometheus metrics, see docs/metrics.md), CONTROL_PORT (the
+# training run's `epochal ctl` port, default 50051; docs/control.md).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   dataset-fashion-mnist
+  openssl python3-grpcio python3-grpc-tools
 )
 
 install_packages() {
@@ -73,12 +75,16 @@ case "$mode" in
     build
     out="runs/$(date +%Y%m%d-%H%M%S)"
     metrics_port="${METRICS_PORT:-9464}"
+    # The control plane listens on loopback at a fixed port (docs/control.md).
+    control_port="${CONTROL_PORT:-50051}"
     echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
     echo "bootstrap: Prometheus metrics at http://127.0.0.1:$metrics_port/metrics" \
       "(scrape config: deploy/prometheus/prometheus.yml; dashboard: deploy/grafana/)"
+    echo "bootstrap: steer it from another terminal with $build_dir/src/apps/epochal ctl" \
+      "--target 127.0.0.1:$control_port status|pause|resume|set-lr X|stop|watch"
     exec "$build_dir/src/apps/epochal" train \
       --config configs/fashion_mnist_minivggnet.textproto --out "$out" \
-      --metrics-port "$metrics_port" "$@"
+      --metrics-port "$metrics_port" --control-port "$control_port" "$@"
     ;;
   *)
     echo "usage: bash scripts/bootstrap.sh train|test|build [epochal train flags...]" >&2

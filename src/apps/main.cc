@@ -15,6 +15,7 @@
 #include <string>
 
 #include "checkpoint_flags.h"
+#include "control_command.h"
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
@@ -54,6 +55,7 @@ commands:
   evaluate   evaluate saved weights on the validation split
   scan       look for validation samples that leak from the training set
   report     re-render a run's plots and print its table, decomposition and diagnosis
+  ctl        steer a running job (train --control-port): status, pause, set-lr, stop...
 
 Run 'epochal <command> --help' for the flags of a command.
 )";
@@ -147,6 +149,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
           "how all-reduces advance during backward: auto, thread or poll", "config's, else auto");
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
+  AddControlFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
   // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
   train::InstallStopSignalHandlers();
@@ -217,13 +220,23 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
   std::optional<train::StopAtStep> stop;
   if (auto v = f.GetInt("stop-after-steps", 1)) stop.emplace(*v);
+  std::unique_ptr<ControlPlane> control;
+  AgreeOnStartup(comm, [&] {
+    control = StartControlPlane(f, comm, config, &trainer.diagnosis(),
+                                f.GetInt("stop-after-steps", 1).value_or(0));
+  });
   if (comm.is_root()) {
     std::cout << trainer.model().Summary();
     std::cout.flush();
     trainer.AddObserver(&console);
     trainer.AddObserver(&saver);
     trainer.AddObserver(&files);
-    if (stop) trainer.SetControlSource(&*stop);
+    if (control) {
+      trainer.AddObserver(control->observer());
+      trainer.SetControlSource(control->source());
+    } else if (stop) {
+      trainer.SetControlSource(&*stop);
+    }
     if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
@@ -400,6 +413,14 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
 int main(int argc, char** argv) {
   using namespace epochal;
   const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "ctl") {  // A client: no MPI.
+    try {
+      return apps::Ctl(argc, argv);
+    } catch (const std::exception& e) {
+      std::cerr << "epochal ctl: error: " << e.what() << "\n";
+      return 2;
+    }
+  }
   // MPI only when a launcher started us: a plain `epochal train` needs no MPI at all.
   std::optional<dist::MpiEnvironment> mpi;
   std::optional<dist::Communicator> comm;

@@ -34,6 +34,10 @@ constexpr size_t kDefaultBucketBytes = 64 << 10;
 // Dropout mask key of the training-mode probe: fixed, so P_train changes only because
 // the weights do (training epochs are 1-based, so this never collides).
 constexpr int64_t kProbeMaskEpoch = -1;
+// While paused, rank 0 asks its control source this often; the other ranks test for its
+// word this often (sleeping in between: a paused rank must not spin a core).
+constexpr auto kPausePollInterval = std::chrono::milliseconds(20);
+constexpr auto kPausedTestInterval = std::chrono::milliseconds(2);
 
 // What rides in the last gradient bucket besides gradients.
 enum Extra : size_t {
@@ -41,7 +45,9 @@ enum Extra : size_t {
   kCorrect,
   kCount,
   kControlAction,  // Rank 0's control word; every other rank contributes zeros.
-  kControlRate,
+  kControlRate,    // Three slots: the rate's bits, exactly (dist::PackRate), so every
+  kControlRate1,   // rank applies the same double as rank 0 reports.
+  kControlRate2,
   kGatherTimings,  // 1 when rank 0 asks every rank to gather its step timings now.
   // Then one float per rank: the milliseconds that rank took, in the previous step, from
   // leaving Wait() to entering it again. The slowest rank sets when the last bucket can
@@ -228,15 +234,26 @@ void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
       history_.control_events.push_back(event);
       for (auto* o : observers_) o->OnControl(event);
       // Wait at the step boundary until rank 0's source says otherwise; every rank
-      // receives the same sequence of words.
+      // receives the same sequence of words. The other ranks wait in a non-blocking
+      // broadcast that they test between sleeps, so a paused rank uses no core.
+      const Clock::time_point paused = Clock::now();
+      EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": paused after global step ", step);
       dist::ControlWord next = word;
       while (next.action == dist::ControlWord::kPause) {
         if (comm_->is_root()) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          std::this_thread::sleep_for(kPausePollInterval);
           next = control_ != nullptr ? control_->Poll(step + 1) : dist::ControlWord{};
+          // SIGTERM/SIGINT while paused: stop (with a checkpoint) rather than wait on.
+          if (StopSignalReceived() && next.action != dist::ControlWord::kStop) {
+            next = dist::ControlWord{};
+            next.action = dist::ControlWord::kStop;
+            next.step = step + 1;
+          }
         }
-        next = dist::SyncControlWord(*comm_, next);
+        next = dist::SyncControlWordIdle(*comm_, next, kPausedTestInterval);
       }
+      EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": resumed at global step ", step + 1, " after ",
+                  Seconds(paused, Clock::now()), " s paused");
       event = ControlEvent{step + 1, "resume", 0.0};
       history_.control_events.push_back(event);
       for (auto* o : observers_) o->OnControl(event);
@@ -246,6 +263,7 @@ void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
     default:
       break;
   }
+  EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": ", event.action, " from global step ", event.step);
   history_.control_events.push_back(event);
   for (auto* o : observers_) o->OnControl(event);
 }
@@ -315,7 +333,8 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     extras[kCorrect] = static_cast<float>(r.correct);
     extras[kCount] = static_cast<float>(n);
     extras[kControlAction] = static_cast<float>(word.action);
-    extras[kControlRate] = static_cast<float>(word.learning_rate);
+    const dist::PackedRate rate = dist::PackRate(word.learning_rate);
+    std::copy_n(rate.part, 3, &extras[kControlRate]);
     for (int i = 0; i < world; ++i) {
       extras[kArrivalBase + static_cast<size_t>(i)] =
           i == rank && b > first_batch ? static_cast<float>(previous_arrival_ms) : 0.0f;
@@ -408,7 +427,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
     if (extras[kGatherTimings] > 0.5f) GatherRankTimings();
     dist::ControlWord received;
     received.action = static_cast<int32_t>(std::lround(extras[kControlAction]));
-    received.learning_rate = extras[kControlRate];
+    received.learning_rate = dist::UnpackRate(&extras[kControlRate]);
     received.step = global_step_;
     ApplyControl(received, global_step_);
     AfterStep(epoch, b + 1, sampler.num_batches(), {loss_sum, correct, seen, steps, lr});

@@ -8,6 +8,7 @@
 // Thread safety: SyncControlWord follows the Communicator's rules (MPI thread only).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <type_traits>
 
@@ -37,5 +38,21 @@ const char* ActionName(int32_t action);
 // Collective: every rank returns the root's `root_word` (other ranks' argument is
 // ignored). One MPI_Bcast of the struct's bytes; no allocation. Solo: returns root_word.
 ControlWord SyncControlWord(const Communicator& comm, const ControlWord& root_word);
+
+// The same collective for a rank that may wait long for the root (a paused job): it
+// starts an MPI_Ibcast and tests it every `poll_interval`, sleeping in between, instead of
+// blocking in MPI_Bcast, where Open MPI busy-polls and keeps a core at 100% on every
+// waiting rank. Costs up to `poll_interval` of extra latency. Solo: returns root_word.
+ControlWord SyncControlWordIdle(const Communicator& comm, const ControlWord& root_word,
+                                std::chrono::microseconds poll_interval);
+
+// A learning rate as three exact small integers (22 bits each), so that it can ride in
+// float gradient-bucket extras and be summed with zeros from the other ranks without
+// rounding: every rank decodes exactly rank 0's double.
+struct PackedRate {
+  float part[3] = {0, 0, 0};
+};
+PackedRate PackRate(double rate);
+double UnpackRate(const float part[3]);
 
 }  // namespace epochal::dist
