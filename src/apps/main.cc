@@ -146,7 +146,8 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("no-scan", "skip the leakage scan before training");
   f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 64 KiB");
   f.Value("allreduce-progress", "MODE",
-          "how all-reduces advance during backward: auto, thread or poll", "config's, else auto");
+          "how all-reduces advance during backward: auto (= poll), poll or thread",
+          "config's, else auto");
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);

@@ -159,9 +159,10 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
           "did not grant; use \"auto\" or \"poll\"");
     }
     progress = dist::Progress::kThread;
-  } else if (progress_name != "poll" && dist::ThreadProgressAvailable()) {
-    progress = dist::Progress::kThread;
   }
+  // "auto" polls: with the progress thread, Open MPI 4.1's TCP transport between separate
+  // hosts (network namespaces in tests/deploy) hung at the first collectives, while
+  // loopback and shared memory worked (docs/distributed.md).
   bucketer_ = std::make_unique<dist::GradientBucketer>(
       *comm_, std::move(grads), bucket_bytes, static_cast<size_t>(kArrivalBase + world), progress);
   if (world > 1) BroadcastState();

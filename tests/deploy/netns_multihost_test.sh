@@ -174,7 +174,7 @@ train() {
     --mca oob_tcp_if_include "$net" \
     "$binary" train --config "$config" --data-dir "$data_dir" --out "$out" \
     --epochs 2 --batch-size 16 --limit-train 480 --limit-val 200 --threads 1 --no-scan \
-    >"$log" 2>&1 || rc=$?
+    ${EPOCHAL_NETNS_TRAIN_ARGS:-} >"$log" 2>&1 || rc=$?
   if [ "$rc" != 0 ]; then
     tail -n 40 "$log" >&2
     [ "$rc" = 124 ] && fail "training over the namespaces did not finish in ${run_timeout}s"
