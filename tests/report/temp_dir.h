@@ -1,9 +1,10 @@
-// A fresh directory per test under the system temp dir, removed afterwards.
+// A fresh directory under the system temp dir, removed afterwards, and whole-file reads.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,13 +14,16 @@ namespace epochal::report::testing {
 
 class TempDir {
  public:
+  // Named after the running test; unique per instance (mkdtemp), so a test may hold several.
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            (std::string("epochal_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
+    const std::string name = info != nullptr
+                                 ? std::string(info->test_suite_name()) + "_" + info->name()
+                                 : std::string("test");
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / ("epochal_" + name + ".XXXXXX")).string();
+    EXPECT_NE(::mkdtemp(pattern.data()), nullptr) << pattern;
+    path_ = pattern;
   }
   ~TempDir() {
     std::error_code ec;

@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "../report/temp_dir.h"
 #include "epochal/core/checksum.h"
 #include "epochal/train/config.h"
 #include "epochal/train/fault_plan.h"
@@ -22,29 +23,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "epochal_ckpt.XXXXXX").string();
-    EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
+using ::epochal::report::testing::TempDir;
 
- private:
-  fs::path path_;
-};
-
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ::epochal::report::testing::ReadFile;
 
 void WriteAll(const fs::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -161,7 +142,7 @@ TEST(CheckpointTest, ResumeFallsBackPastCorruptAndTruncatedFiles) {
 
   std::mt19937_64 rng(7);
   for (int seed = 0; seed < 50; ++seed) {
-    const std::string good = ReadAll(c);
+    const std::string good = ReadFile(c);
     std::string bad = good;
     bad[rng() % bad.size()] ^= static_cast<char>(1 + rng() % 255);
     WriteAll(c, bad);
@@ -174,9 +155,9 @@ TEST(CheckpointTest, ResumeFallsBackPastCorruptAndTruncatedFiles) {
     WriteAll(c, good);
   }
   // Truncated newest and corrupt second newest: the oldest.
-  const std::string c_bytes = ReadAll(c);
+  const std::string c_bytes = ReadFile(c);
   WriteAll(c, c_bytes.substr(0, c_bytes.size() / 2));
-  std::string b_bytes = ReadAll(b);
+  std::string b_bytes = ReadFile(b);
   b_bytes[b_bytes.size() - 3] ^= 0x10;
   WriteAll(b, b_bytes);
   warnings.clear();

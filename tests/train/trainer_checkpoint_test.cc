@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "../report/temp_dir.h"
 #include "epochal/core/error.h"
 #include "epochal/train/checkpoint.h"
 #include "epochal/train/config.h"
@@ -22,22 +23,7 @@ constexpr char kDataDir[] = "/usr/share/datasets/fashion-mnist";
   if (!fs::exists(std::string(kDataDir) + "/train-images-idx3-ubyte.gz")) \
   GTEST_SKIP() << "dataset-fashion-mnist is not installed"
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "epochal_tc.XXXXXX").string();
-    EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ::epochal::report::testing::TempDir;
 
 data::Dataset Load(bool train, int64_t limit) {
   const std::string d = kDataDir;
