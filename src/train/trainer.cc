@@ -217,6 +217,19 @@ std::string Trainer::WeightsHash() {
   return hex;
 }
 
+dist::ControlWord Trainer::RootControlWord(int64_t step) {
+  dist::ControlWord word;
+  if (control_ != nullptr) word = control_->Poll(step);
+  // SIGTERM/SIGINT (stop_signal.h) stop the run, with a checkpoint, instead of continuing
+  // or pausing; a pending checkpoint or rate change still applies first.
+  if (StopSignalReceived() &&
+      (word.action == dist::ControlWord::kContinue || word.action == dist::ControlWord::kPause)) {
+    word.action = dist::ControlWord::kStop;
+    word.step = step;
+  }
+  return word;
+}
+
 void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
   if (word.action == dist::ControlWord::kContinue) return;
   ControlEvent event{step + 1, ControlActionName(word.action), word.learning_rate};
@@ -243,13 +256,7 @@ void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
       while (next.action == dist::ControlWord::kPause) {
         if (comm_->is_root()) {
           std::this_thread::sleep_for(kPausePollInterval);
-          next = control_ != nullptr ? control_->Poll(step + 1) : dist::ControlWord{};
-          // SIGTERM/SIGINT while paused: stop (with a checkpoint) rather than wait on.
-          if (StopSignalReceived() && next.action != dist::ControlWord::kStop) {
-            next = dist::ControlWord{};
-            next.action = dist::ControlWord::kStop;
-            next.step = step + 1;
-          }
+          next = RootControlWord(step + 1);
         }
         next = dist::SyncControlWordIdle(*comm_, next, kPausedTestInterval);
       }
@@ -318,11 +325,7 @@ void Trainer::TrainEpoch(int epoch, EpochRecord* record) {
 
     bucketer_->BeginStep();
     dist::ControlWord word;
-    if (comm_->is_root() && control_ != nullptr) word = control_->Poll(global_step_ + 1);
-    // SIGTERM/SIGINT (stop_signal.h): stop, with a checkpoint, after this step.
-    if (comm_->is_root() && StopSignalReceived() && word.action == dist::ControlWord::kContinue) {
-      word.action = dist::ControlWord::kStop;
-    }
+    if (comm_->is_root()) word = RootControlWord(global_step_ + 1);
     nn::StepContext ctx{nn::Mode::kTrain, t.seed(), epoch, ids};
     const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
     // The rate this step uses, read before Step() advances the schedule.

@@ -150,6 +150,9 @@ class Trainer {
   void TrainEpoch(int epoch, EpochRecord* record);
   // Applies the control word every rank received after step `step`.
   void ApplyControl(const dist::ControlWord& word, int64_t step);
+  // Rank 0: the control source's word for global step `step`, turned into a stop when
+  // SIGTERM/SIGINT arrived (in the loop and while paused alike).
+  dist::ControlWord RootControlWord(int64_t step);
   // Makes every rank's weights, running statistics and optimizer state rank 0's.
   void BroadcastState();
   // Averages running statistics over ranks (without synchronized batch norm each rank
