@@ -20,7 +20,7 @@ jobs="${JOBS:-$(nproc)}"
 # Debian 12 packages only (docs/dependencies.md says what each one is for).
 packages=(
   build-essential cmake pkg-config
-  libdnnl-dev zlib1g-dev
+  libdnnl-dev ocl-icd-opencl-dev zlib1g-dev
   libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
   libopenmpi-dev openmpi-bin
@@ -28,7 +28,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   dataset-fashion-mnist
-  openssl python3-grpcio python3-grpc-tools
+  openssl python3-grpcio python3-grpc-tools python3-pkg-resources
+  python3-yaml iproute2 shellcheck
 )
 
 install_packages() {
