@@ -31,6 +31,11 @@ packages=(
   openssl python3-grpcio python3-grpc-tools python3-pkg-resources
   python3-yaml iproute2 shellcheck
 )
+# The local-Slurm test starts daemons and edits /etc/hosts, so it is opt-in, and so are its
+# packages (tests/deploy/slurm_local_test.sh).
+if [ "$mode" = test ] && [ "${EPOCHAL_TEST_SLURM:-0}" = 1 ]; then
+  packages+=(slurm-wlm munge)
+fi
 
 install_packages() {
   local missing=()
@@ -78,11 +83,15 @@ case "$mode" in
     metrics_port="${METRICS_PORT:-9464}"
     # The control plane listens on loopback at a fixed port (docs/control.md).
     control_port="${CONTROL_PORT:-50051}"
+    # Port 0 means a free port, which epochal prints once it listens.
+    shown_metrics="$metrics_port" shown_control="$control_port"
+    [ "$metrics_port" != 0 ] || shown_metrics="PORT"
+    [ "$control_port" != 0 ] || shown_control="PORT"
     echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
-    echo "bootstrap: Prometheus metrics at http://127.0.0.1:$metrics_port/metrics" \
+    echo "bootstrap: Prometheus metrics at http://127.0.0.1:$shown_metrics/metrics" \
       "(scrape config: deploy/prometheus/prometheus.yml; dashboard: deploy/grafana/)"
     echo "bootstrap: steer it from another terminal with $build_dir/src/apps/epochal ctl" \
-      "--target 127.0.0.1:$control_port status|pause|resume|set-lr X|stop|watch"
+      "--target 127.0.0.1:$shown_control status|pause|resume|set-lr X|stop|watch"
     exec "$build_dir/src/apps/epochal" train \
       --config configs/fashion_mnist_minivggnet.textproto --out "$out" \
       --metrics-port "$metrics_port" --control-port "$control_port" "$@"
