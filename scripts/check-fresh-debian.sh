@@ -136,7 +136,7 @@ cleanup() {
     if grep -q " $root/" /proc/mounts; then
       say "WARNING: mounts remain under $root; not removing it"
     else
-      rm -rf "$root"
+      rm -rf --one-file-system "$root"
     fi
   fi
   exit "$rc"
