@@ -170,13 +170,17 @@ mkdir -p "$root$src"
 git -C "$here" archive --format=tar HEAD | tar -C "$root$src" -xf -
 say "committed tree $(git -C "$here" rev-parse --short HEAD) copied to $src in the root"
 
-in_root() { # in_root LOG COMMAND...: a clean environment, as root, in the tree.
+# in_root LOG COMMAND...: a clean environment, as root, in the tree. The local-Slurm test is
+# on here (EPOCHAL_TEST_SLURM=1): it starts daemons and edits /etc/hosts, which is harmless
+# in a root that is thrown away afterwards.
+in_root() {
   local log="$1"
   shift
   env -i HOME=/root USER=root LOGNAME=root SHELL=/bin/bash TERM=dumb LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     ${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS} ${CI:+CI=$CI} \
     METRICS_PORT="${METRICS_PORT:-0}" CONTROL_PORT="${CONTROL_PORT:-0}" \
+    EPOCHAL_TEST_SLURM=1 \
     chroot "$root" /bin/bash -c "cd $src && exec \"\$@\"" bash "$@" > >(tee "$log") 2>&1 &
   # In the background, so that a signal to this script is handled at once (the EXIT trap
   # then ends what runs in the root) instead of after the step.
