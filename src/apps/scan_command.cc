@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "epochal/core/atomic_file.h"
 #include "epochal/core/error.h"
 #include "epochal/data/idx.h"
 #include "epochal/data/leakage.h"
 #include "epochal/data/sampler.h"
-#include "epochal/report/atomic_file.h"
 #include "epochal/report/leakage_json.h"
 #include "flags.h"
 #include "startup.h"
@@ -210,7 +210,7 @@ int Scan(const dist::Communicator& comm, int argc, char** argv) {
   if (!comm.is_root()) return 0;
   std::cout << Summary(total, train, val, comm.size());
   if (!json_path.empty()) {
-    report::WriteTextFileAtomic(json_path, report::LeakageJson(total));
+    WriteFileAtomic(json_path, report::LeakageJson(total));
     std::cout << "  report              " << json_path << "\n";
   }
   std::cout.flush();

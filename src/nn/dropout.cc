@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "epochal/core/error.h"
+#include "epochal/core/hash.h"
 #include "epochal/core/rng.h"
 
 namespace epochal::nn {
@@ -88,8 +89,7 @@ class DropoutPlan final : public LayerPlan {
 
 Dropout::Dropout(std::string name, float rate) : Layer(std::move(name)), rate_(rate) {
   EPOCHAL_CHECK(rate_ >= 0.0f && rate_ < 1.0f, "dropout rate must be in [0, 1)");
-  name_key_ = 0xcbf29ce484222325ull;  // FNV-1a of the name: stable across builds.
-  for (unsigned char c : this->name()) name_key_ = (name_key_ ^ c) * 0x100000001b3ull;
+  name_key_ = Fnv1a(this->name());  // Stable across builds, unlike std::hash.
 }
 
 void Dropout::SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,

@@ -88,15 +88,17 @@ void Sgd::SetLearningRateOverride(std::optional<double> learning_rate) {
   override_ = learning_rate;
 }
 
-double Sgd::L2Penalty() const {
-  if (options_.weight_decay == 0.0f) return 0.0;
+double L2Penalty(std::span<const ParamView> params, float weight_decay) {
+  if (weight_decay == 0.0f) return 0.0;
   double sum = 0.0;
-  for (const ParamView& p : params_) {
+  for (const ParamView& p : params) {
     if (!p.apply_weight_decay) continue;
     for (float w : p.value) sum += static_cast<double>(w) * static_cast<double>(w);
   }
-  return 0.5 * static_cast<double>(options_.weight_decay) * sum;
+  return 0.5 * static_cast<double>(weight_decay) * sum;
 }
+
+double Sgd::L2Penalty() const { return optim::L2Penalty(params_, options_.weight_decay); }
 
 void Sgd::Step() noexcept {
   const float lr = static_cast<float>(CurrentLearningRate());

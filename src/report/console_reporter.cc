@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "epochal/report/atomic_file.h"
+#include "epochal/core/atomic_file.h"
 #include "epochal/report/classification_report.h"
 #include "epochal/report/epoch_summary.h"
 #include "epochal/report/history_writer.h"
@@ -62,7 +62,7 @@ void RunFilesWriter::OnEpochEnd(const train::EpochRecord&, const train::EvalResu
   WriteHistoryFiles(history, dir_);
   WritePlots(history, dir_);
   if (diagnosis_ != nullptr) {
-    WriteTextFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
+    WriteFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
   }
 }
 
@@ -71,10 +71,10 @@ void RunFilesWriter::OnTrainingEnd(const train::History& history,
   WriteHistoryFiles(history, dir_);
   WritePlots(history, dir_);
   if (diagnosis_ != nullptr) {
-    WriteTextFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
+    WriteFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
   }
-  WriteTextFileAtomic(std::filesystem::path(dir_) / "report.txt",
-                      ClassificationReport(validation.confusion, class_names_));
+  WriteFileAtomic(std::filesystem::path(dir_) / "report.txt",
+                  ClassificationReport(validation.confusion, class_names_));
 }
 
 }  // namespace epochal::report

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <optional>
 
-#include "epochal/report/atomic_file.h"
+#include "epochal/core/atomic_file.h"
 #include "epochal/report/json_writer.h"
 
 namespace epochal::report {
@@ -184,9 +184,9 @@ std::string BatchesCsv(const train::History& history) {
 }
 
 void WriteHistoryFiles(const train::History& history, const std::filesystem::path& dir) {
-  WriteTextFileAtomic(dir / "history.json", HistoryJson(history));
-  WriteTextFileAtomic(dir / "history.csv", HistoryCsv(history));
-  WriteTextFileAtomic(dir / "batches.csv", BatchesCsv(history));
+  WriteFileAtomic(dir / "history.json", HistoryJson(history));
+  WriteFileAtomic(dir / "history.csv", HistoryCsv(history));
+  WriteFileAtomic(dir / "batches.csv", BatchesCsv(history));
 }
 
 }  // namespace epochal::report

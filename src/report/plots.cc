@@ -5,7 +5,7 @@
 #include <map>
 #include <utility>
 
-#include "epochal/report/atomic_file.h"
+#include "epochal/core/atomic_file.h"
 
 namespace epochal::report {
 namespace {
@@ -165,8 +165,8 @@ std::string LossShiftSvg(const train::History& history) {
 std::string GapSvg(const train::History& history) { return svg::RenderSvg({GapChart(history)}); }
 
 void WritePlots(const train::History& history, const std::filesystem::path& dir) {
-  WriteTextFileAtomic(dir / "loss_shift.svg", LossShiftSvg(history));
-  WriteTextFileAtomic(dir / "gap.svg", GapSvg(history));
+  WriteFileAtomic(dir / "loss_shift.svg", LossShiftSvg(history));
+  WriteFileAtomic(dir / "gap.svg", GapSvg(history));
 }
 
 }  // namespace epochal::report

@@ -1,8 +1,6 @@
 #include "epochal/train/checkpoint.h"
 
-#include <fcntl.h>
 #include <google/protobuf/util/message_differencer.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "epochal/core/atomic_file.h"
 #include "epochal/core/checksum.h"
 
 namespace epochal::train {
@@ -31,28 +30,6 @@ uint64_t GetLe(std::string_view in, size_t offset, int bytes) {
   }
   return v;
 }
-
-[[noreturn]] void Fail(const fs::path& path, const char* what, int err) {
-  throw SystemError(StrCat("cannot write checkpoint ", path.string(), ": ", what, ": ",
-                           std::generic_category().message(err)));
-}
-
-// Closes the descriptor and removes the temporary file unless committed.
-class TempFile {
- public:
-  explicit TempFile(fs::path path) : path_(std::move(path)) {}
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  ~TempFile() {
-    if (fd >= 0) ::close(fd);
-    if (!committed) ::unlink(path_.c_str());
-  }
-  int fd = -1;
-  bool committed = false;
-
- private:
-  fs::path path_;
-};
 
 void AddTensors(Sha256& sha, const google::protobuf::RepeatedPtrField<v1::NamedTensor>& tensors) {
   for (const v1::NamedTensor& t : tensors) {
@@ -131,50 +108,6 @@ v1::Checkpoint ReadCheckpointFile(const fs::path& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return DecodeCheckpoint(s.str(), path.string());
-}
-
-void WriteFileDurably(const fs::path& path, std::string_view bytes,
-                      const std::function<void()>& after_partial_write) {
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) Fail(path, "open", errno);
-  TempFile guard(tmp);
-  guard.fd = fd;
-  size_t done = 0;
-  bool partial_reported = !after_partial_write;
-  while (done < bytes.size()) {
-    size_t chunk = bytes.size() - done;
-    if (!partial_reported) chunk = std::max<size_t>(1, bytes.size() / 2 - done);
-    const ssize_t n = ::write(fd, bytes.data() + done, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Fail(path, "write", errno);
-    }
-    done += static_cast<size_t>(n);
-    if (!partial_reported && done >= bytes.size() / 2) {
-      partial_reported = true;
-      after_partial_write();
-    }
-  }
-  if (::fsync(fd) != 0) Fail(path, "fsync", errno);
-  guard.fd = -1;
-  // close() can report a deferred write error (NFS, some quota systems).
-  if (::close(fd) != 0) Fail(path, "close", errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) Fail(path, "rename", errno);
-  guard.committed = true;
-  fs::path dir = path.parent_path();
-  if (dir.empty()) dir = ".";
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) Fail(dir, "open directory", errno);
-  // Without this the rename may not survive a power loss; some file systems refuse to
-  // sync a directory (EINVAL), which is not a failure of the write.
-  if (::fsync(dir_fd) != 0 && errno != EINVAL) {
-    const int err = errno;
-    ::close(dir_fd);
-    Fail(dir, "fsync directory", err);
-  }
-  ::close(dir_fd);
 }
 
 std::string StateDigest(const v1::Checkpoint& checkpoint) {
@@ -262,12 +195,12 @@ fs::path CheckpointStore::Save(const v1::Checkpoint& checkpoint,
   const bool epoch_end = pos.batches_done() == 0 && pos.epochs_completed() > 0;
   const fs::path path = dir_ / CheckpointFileName(pos.global_step(), epoch_end);
   const std::string bytes = EncodeCheckpoint(checkpoint);
-  WriteFileDurably(path, bytes, after_partial_write);
+  WriteFileAtomic(path, bytes, after_partial_write);
   if (options_.keep_best && epoch_end && checkpoint.history().epochs_size() > 0) {
     const double val_loss =
         checkpoint.history().epochs(checkpoint.history().epochs_size() - 1).val_loss();
     if (!best_val_loss_ || val_loss < *best_val_loss_) {
-      WriteFileDurably(dir_ / "best.epck", bytes);
+      WriteFileAtomic(dir_ / "best.epck", bytes);
       best_val_loss_ = val_loss;
     }
   }

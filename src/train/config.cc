@@ -526,4 +526,16 @@ std::string ConfigToJson(const v1::ExperimentConfig& config) {
   return json;
 }
 
+BatchSplit SplitBatch(const v1::TrainingConfig& training, int world) {
+  BatchSplit split;
+  if (training.fixed_global_batch()) {
+    split.global = training.batch_size();
+    split.per_rank = (split.global + world - 1) / world;
+  } else {
+    split.per_rank = training.batch_size();
+    split.global = split.per_rank * world;
+  }
+  return split;
+}
+
 }  // namespace epochal::train

@@ -63,6 +63,17 @@ std::string GapLine(const EpochRecord& r) {
   return os.str();
 }
 
+std::vector<std::vector<Finding>> Diagnosis::Replay(const History& history) {
+  std::vector<std::vector<Finding>> out;
+  History prefix = history;
+  prefix.epochs.clear();
+  for (const EpochRecord& e : history.epochs) {
+    prefix.epochs.push_back(e);
+    out.push_back(Update(prefix));
+  }
+  return out;
+}
+
 std::vector<Finding> Diagnosis::Update(const History& history) {
   std::vector<Finding> now;
   if (history.epochs.empty()) return now;

@@ -1,14 +1,12 @@
 #include "epochal/train/weights_io.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 
+#include "epochal/core/atomic_file.h"
 #include "epochal/core/error.h"
 #include "epochal/core/tensor.h"
 #include "epochal/v1/weights.pb.h"
@@ -17,34 +15,6 @@ namespace epochal::train {
 namespace {
 
 std::string Errno() { return std::strerror(errno); }
-
-void WriteFileAtomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw SystemError("cannot write " + path + ": " + Errno());
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string why = Errno();
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw SystemError("cannot write " + path + ": " + why);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const std::string why = Errno();
-    ::unlink(tmp.c_str());
-    throw SystemError("cannot write " + path + ": " + why);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = Errno();
-    ::unlink(tmp.c_str());
-    throw SystemError("cannot write " + path + ": " + why);
-  }
-}
 
 }  // namespace
 

@@ -64,4 +64,10 @@ struct PlanHarness {
 
 constexpr double kTolerance = 1e-4;
 
+// The channel-blocked layout (nChw8c) AVX2 convolutions pick, for layers that must run
+// on it as is.
+inline dnnl::memory::desc Blocked(const std::vector<int64_t>& shape) {
+  return dnnl::memory::desc(shape, dnnl::memory::data_type::f32, dnnl::memory::format_tag::aBcd8b);
+}
+
 }  // namespace epochal::nn::testing

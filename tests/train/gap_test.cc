@@ -64,7 +64,7 @@ TEST(GapTest, RegularizationTermIsZeroWithoutDropoutOrL2) {
   const History& h = trainer.Run();
   ExpectIdentity(h);
   for (const EpochRecord& e : h.epochs) EXPECT_NEAR(*e.gap_regularization, 0.0, 1e-6);
-  ASSERT_EQ(trainer.probe_indices().size(), 512u);
+  ASSERT_EQ(trainer.evaluator().probe_indices().size(), 512u);
 }
 
 TEST(GapTest, RegularizationTermIsNegativeWithDropoutAndTimingWhileLossFalls) {

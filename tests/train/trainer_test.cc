@@ -126,14 +126,14 @@ TEST(TrainerTest, SavedWeightsEvaluateIdentically) {
   const data::Dataset train = Load(true, 320), val = Load(false, 200);
   Trainer trainer(config, train, val);
   trainer.Run();
-  const EvalResult before = trainer.Evaluate(val);
+  const EvalResult before = trainer.evaluator().Evaluate(val);
   const std::string path = ::testing::TempDir() + "/epochal_weights_test.pb";
   SaveWeights(trainer.model(), "test", 1, path);
   config.mutable_training()->set_seed(99);  // Different initial weights, then loaded.
   Trainer fresh(config, train, val);
-  EXPECT_NE(fresh.Evaluate(val).loss, before.loss);
+  EXPECT_NE(fresh.evaluator().Evaluate(val).loss, before.loss);
   LoadWeights(fresh.model(), path);
-  const EvalResult after = fresh.Evaluate(val);
+  const EvalResult after = fresh.evaluator().Evaluate(val);
   EXPECT_EQ(after.loss, before.loss);
   EXPECT_EQ(after.confusion, before.confusion);
   EXPECT_EQ(std::accumulate(after.confusion.begin(), after.confusion.end(), int64_t{0}), 200);

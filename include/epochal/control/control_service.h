@@ -28,9 +28,9 @@
 
 #include "epochal/control/event_queue.h"
 #include "epochal/dist/control_word.h"
+#include "epochal/train/control_source.h"
 #include "epochal/train/diagnosis.h"
 #include "epochal/train/observer.h"
-#include "epochal/train/trainer.h"
 #include "epochal/v1/control.grpc.pb.h"
 
 namespace epochal::control {

@@ -62,9 +62,10 @@
 
 namespace epochal::dist {
 
-// 4 MiB: large enough that per-message latency is small against transfer time on 10 GbE,
-// small enough that the first bucket starts early in backward.
-inline constexpr size_t kDefaultBucketBytes = size_t{4} << 20;
+// The one default of the fusion threshold (training.bucket_bytes 0, --bucket-bytes unset).
+// Small buckets let the conv layers' gradients leave layer by layer instead of in one
+// exposed tail bucket (docs/scaling.md, "How the trainer follows these notes").
+inline constexpr size_t kDefaultBucketBytes = size_t{64} << 10;
 
 // The bucket layout for parameters of `sizes` floats (registration order) under
 // `bucket_bytes`: bucket b lists its parameter indices in the order they were added

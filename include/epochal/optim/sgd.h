@@ -69,6 +69,11 @@ struct SgdOptions {
   void Validate() const;
 };
 
+// 0.5 * weight_decay * sum of |w|^2 over `params` with apply_weight_decay, summed in
+// double in view order (0 when weight_decay is 0). What Sgd::L2Penalty returns, for code
+// that holds views but no optimizer (train::Evaluator).
+double L2Penalty(std::span<const ParamView> params, float weight_decay);
+
 class Sgd {
  public:
   // Validates `options` and every view (non-empty, grad.size() == value.size()) and
@@ -105,7 +110,7 @@ class Sgd {
   }
   std::optional<double> learning_rate_override() const { return override_; }
 
-  // 0.5 * weight_decay * sum of |w|^2 over params with apply_weight_decay.
+  // L2Penalty(views, weight_decay) of this optimizer's views.
   double L2Penalty() const;
 
   size_t size() const { return params_.size(); }

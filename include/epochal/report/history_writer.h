@@ -43,7 +43,7 @@ std::string HistoryCsv(const train::History& history);
 std::string BatchesCsv(const train::History& history);
 
 // Writes history.json, history.csv and batches.csv into `dir` (which must exist), each
-// one atomically (WriteTextFileAtomic). Throws epochal::SystemError naming the file.
+// one atomically (WriteFileAtomic). Throws epochal::SystemError naming the file.
 void WriteHistoryFiles(const train::History& history, const std::filesystem::path& dir);
 
 }  // namespace epochal::report

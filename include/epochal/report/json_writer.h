@@ -3,7 +3,7 @@
 //   JsonWriter json(/*indent=*/2);
 //   json.BeginObject().Key("loss").Number(0.54).Key("findings").BeginArray().EndArray()
 //       .EndObject();
-//   WriteTextFileAtomic(path, json.str());
+//   WriteFileAtomic(path, json.str());
 //
 // Numbers use the shortest representation that round-trips a double (std::to_chars);
 // NaN, infinities and an empty std::optional become null. Strings are escaped per

@@ -49,7 +49,7 @@ std::string LossShiftSvg(const train::History& history);
 std::string GapSvg(const train::History& history);
 
 // Writes loss_shift.svg and gap.svg into `dir` (which must exist), each atomically
-// (WriteTextFileAtomic). Throws epochal::SystemError naming the file.
+// (WriteFileAtomic). Throws epochal::SystemError naming the file.
 void WritePlots(const train::History& history, const std::filesystem::path& dir);
 
 }  // namespace epochal::report

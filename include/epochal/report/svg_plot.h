@@ -9,7 +9,7 @@
 //   svg::Series& training = chart.series.emplace_back();
 //   training.label = "training";
 //   training.points = {{1, 0.54}, {2, 0.34}};
-//   WriteTextFileAtomic(path, svg::RenderSvg({chart}));
+//   WriteFileAtomic(path, svg::RenderSvg({chart}));
 //
 // Output is deterministic: coordinates are printed with two decimals (trailing zeros
 // trimmed), tick labels with as many decimals as the tick step needs, both with

@@ -11,10 +11,10 @@
 // A file is good only if every header field checks out, its size is exactly 32 + length,
 // both CRCs match and the payload parses. Any single flipped byte or truncation fails.
 //
-// Writing is atomic: a temporary file in the same directory ("<name>.tmp.<pid>"),
-// written, fsync'ed, renamed over the final name, then the directory fsync'ed, so a crash
-// leaves either the previous set of checkpoints or the new one complete; temporaries are
-// never taken for checkpoints and are removed by the next store that opens the directory.
+// Writing is atomic (core/atomic_file.h: a temporary "<name>.tmp.<pid>", fsync, rename,
+// fsync of the directory), so a crash leaves either the previous set of checkpoints or the
+// new one complete; temporaries are never taken for checkpoints and are removed by the
+// next store that opens the directory.
 //
 // Only core and the generated protos are used here, so the loader can be fuzzed alone.
 // Thread safety: functions are reentrant; a CheckpointStore is used by one thread.
@@ -53,14 +53,6 @@ v1::Checkpoint DecodeCheckpoint(std::string_view bytes, const std::string& name)
 // Reads and decodes `path`. Throws CheckpointError (also when it cannot be read).
 v1::Checkpoint ReadCheckpointFile(const std::filesystem::path& path);
 
-// Writes `bytes` to `path` atomically (see the top of this file). Throws SystemError
-// naming the path, the failed operation and the OS error ("No space left on device");
-// the temporary file is removed on failure and `path` keeps its previous content.
-// `after_partial_write`, if set, runs after half of the bytes are written (tests use it
-// to kill the process mid-write).
-void WriteFileDurably(const std::filesystem::path& path, std::string_view bytes,
-                      const std::function<void()>& after_partial_write = {});
-
 // SHA-256 (hex) of the parameters, running statistics of every rank, momentum buffers,
 // iteration count and learning-rate override: equal digests mean bitwise-equal model and
 // optimizer state.
@@ -88,7 +80,7 @@ class CheckpointStore {
 
   // Writes `checkpoint`, updates best.epck when it is an epoch-end checkpoint whose last
   // epoch has the lowest validation loss so far, then deletes all but the newest
-  // keep_last. Returns the path written. Throws SystemError (see WriteFileDurably).
+  // keep_last. Returns the path written. Throws SystemError (see WriteFileAtomic).
   std::filesystem::path Save(const v1::Checkpoint& checkpoint,
                              const std::function<void()>& after_partial_write = {});
 

@@ -13,11 +13,21 @@
 
 #include <google/protobuf/text_format.h>
 
+#include <cstdint>
 #include <string>
 
 #include "epochal/v1/config.pb.h"
 
 namespace epochal::train {
+
+// The batch each rank trains on and the global batch of one step on `world` ranks:
+// training.batch_size per rank, or with fixed_global_batch the global batch shared by the
+// ranks (the per-rank batch rounded up; the last ranks may get fewer samples).
+struct BatchSplit {
+  int64_t per_rank = 0;
+  int64_t global = 0;
+};
+BatchSplit SplitBatch(const v1::TrainingConfig& training, int world);
 
 // Reads the text-format config at `path`, applies defaults and validates it. Throws
 // InputError naming the path when the file is missing, is a directory or cannot be

@@ -47,6 +47,9 @@ class Diagnosis {
   // Evaluates the last epoch of `history`; returns the findings that hold there (and
   // extends the epoch ranges of findings that held at the previous epoch too).
   std::vector<Finding> Update(const History& history);
+  // Rebuilds the findings from `history` epoch by epoch, as training raised them (a
+  // resumed run, `epochal report`); returns each epoch's findings, in epoch order.
+  std::vector<std::vector<Finding>> Replay(const History& history);
   // Every finding, with the epoch range where it held, in order of first appearance.
   const std::vector<Finding>& findings() const { return findings_; }
   // diagnosis.json: thresholds, leakage, findings and a per-epoch line.

@@ -7,8 +7,8 @@
 
 namespace epochal::train {
 
-// Writes every parameter and state buffer of `model` to `path` atomically (temporary
-// file, fsync, rename). Throws SystemError naming the path on failure.
+// Writes every parameter and state buffer of `model` to `path` atomically
+// (WriteFileAtomic). Throws SystemError naming the path on failure.
 void SaveWeights(nn::Model& model, const std::string& config_name, int epochs_completed,
                  const std::string& path);
 // Reads `path` into `model`. Every tensor of the model must be present with matching

@@ -1,7 +1,10 @@
-// The trainer's checkpoint side in one process: a run stopped mid-epoch by a stop
-// control word and continued by a fresh Trainer from the stop checkpoint ends with the
-// same state digest and history as an uninterrupted run; a diverging run names the step
-// and leaves only finite checkpoints behind.
+// The run's state and its checkpoint, in one process: SnapshotState and RestoreState are
+// inverses; a run stopped mid-epoch by a stop control word and continued by a fresh
+// Trainer from the stop checkpoint ends with the same state digest and history as an
+// uninterrupted run; a diverging run names the step and leaves only finite checkpoints
+// behind.
+#include "epochal/train/training_state.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -47,7 +50,7 @@ std::string FinalDigest(const fs::path& dir) {
   return found ? StateDigest(found->checkpoint) : "";
 }
 
-TEST(TrainerCheckpointTest, StopThenRestoreContinuesBitwiseIdentically) {
+TEST(TrainingStateTest, StopThenRestoreContinuesBitwiseIdentically) {
   REQUIRE_FASHION_MNIST();
   const data::Dataset train = Load(true, 256), val = Load(false, 64);
   const v1::ExperimentConfig config = Config();  // 8 steps per epoch at batch 32.
@@ -94,7 +97,7 @@ TEST(TrainerCheckpointTest, StopThenRestoreContinuesBitwiseIdentically) {
   }
 }
 
-TEST(TrainerCheckpointTest, DivergenceNamesTheStepAndKeepsOnlyFiniteCheckpoints) {
+TEST(TrainingStateTest, DivergenceNamesTheStepAndKeepsOnlyFiniteCheckpoints) {
   REQUIRE_FASHION_MNIST();
   const data::Dataset train = Load(true, 256), val = Load(false, 64);
   v1::ExperimentConfig config = Config();
@@ -126,6 +129,52 @@ TEST(TrainerCheckpointTest, DivergenceNamesTheStepAndKeepsOnlyFiniteCheckpoints)
     for (const auto& t : c.weights().tensors()) {
       for (float v : t.values()) ASSERT_TRUE(std::isfinite(v)) << p << " " << t.name();
     }
+  }
+}
+
+TEST(TrainingStateTest, SnapshotThenRestoreGivesTheSameStateAndDigest) {
+  REQUIRE_FASHION_MNIST();
+  const data::Dataset train = Load(true, 128), val = Load(false, 64);
+  v1::ExperimentConfig config = Config();
+  config.mutable_training()->set_epochs(1);
+  Trainer trainer(config, train, val);
+  trainer.Run();
+  RunState state;
+  state.epoch = 2;
+  state.batches_done = 1;
+  state.global_step = trainer.global_step();
+  state.sums = {12.5, 7, 32, 1, 0.01};
+  state.history = trainer.history();
+  const dist::Communicator solo = dist::Communicator::Solo();
+  const v1::Checkpoint c =
+      SnapshotState(config, solo, trainer.model(), trainer.optimizer(), state, 4, "steps");
+  EXPECT_EQ(c.reason(), "steps");
+  EXPECT_EQ(c.position().batches_per_epoch(), 4);
+
+  Trainer fresh(config, train, val);
+  RunState restored;
+  restored.history.config_json = "{}";
+  RestoreState(c, solo, fresh.model(), fresh.optimizer(), 4, &restored);
+  EXPECT_EQ(restored.epoch, 2);
+  EXPECT_EQ(restored.batches_done, 1);
+  EXPECT_EQ(restored.global_step, state.global_step);
+  EXPECT_EQ(restored.sums.loss_sum, 12.5);
+  EXPECT_EQ(restored.sums.seen, 32);
+  EXPECT_EQ(restored.history.config_json, "{}");  // Kept: not part of the checkpoint.
+  EXPECT_EQ(restored.history.epochs.size(), state.history.epochs.size());
+  EXPECT_EQ(restored.history.batches.size(), state.history.batches.size());
+  EXPECT_EQ(fresh.evaluator().WeightsHash(), trainer.evaluator().WeightsHash());
+  EXPECT_EQ(fresh.optimizer().iterations(), trainer.optimizer().iterations());
+  EXPECT_EQ(StateDigest(SnapshotState(config, solo, fresh.model(), fresh.optimizer(), restored, 4,
+                                      "steps")),
+            c.state_sha256());
+  // Another epoch length is refused with both lengths named.
+  try {
+    RestoreState(c, solo, fresh.model(), fresh.optimizer(), 5, &restored);
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4 batches, this run's have 5"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -1,23 +1,24 @@
-#include "epochal/report/atomic_file.h"
+#include "epochal/core/atomic_file.h"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "../report/temp_dir.h"
 #include "epochal/core/error.h"
-#include "temp_dir.h"
 
-namespace epochal::report {
+namespace epochal {
 namespace {
 
-using testing::ReadFile;
-using testing::TempDir;
+using report::testing::ReadFile;
+using report::testing::TempDir;
 
 TEST(AtomicFileTest, WritesNewFileAndLeavesNoTemporary) {
   TempDir dir;
   const auto path = dir.path() / "report.txt";
-  WriteTextFileAtomic(path, "hello\n");
+  WriteFileAtomic(path, "hello\n");
   EXPECT_EQ(ReadFile(path), "hello\n");
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "report.txt.tmp"));
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
@@ -28,8 +29,8 @@ TEST(AtomicFileTest, WritesNewFileAndLeavesNoTemporary) {
 TEST(AtomicFileTest, ReplacesExistingFile) {
   TempDir dir;
   const auto path = dir.path() / "history.csv";
-  WriteTextFileAtomic(path, std::string(10000, 'x'));
-  WriteTextFileAtomic(path, "short");
+  WriteFileAtomic(path, std::string(10000, 'x'));
+  WriteFileAtomic(path, "short");
   EXPECT_EQ(ReadFile(path), "short");
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "history.csv.tmp"));
 }
@@ -37,7 +38,7 @@ TEST(AtomicFileTest, ReplacesExistingFile) {
 TEST(AtomicFileTest, WritesEmptyText) {
   TempDir dir;
   const auto path = dir.path() / "empty.txt";
-  WriteTextFileAtomic(path, "");
+  WriteFileAtomic(path, "");
   EXPECT_TRUE(std::filesystem::exists(path));
   EXPECT_EQ(std::filesystem::file_size(path), 0u);
 }
@@ -45,10 +46,10 @@ TEST(AtomicFileTest, WritesEmptyText) {
 TEST(AtomicFileTest, UnwritableDirectoryThrowsSystemErrorNamingPath) {
   TempDir dir;
   // A regular file where a directory should be: fails even for root, unlike chmod.
-  WriteTextFileAtomic(dir.path() / "plain", "x");
+  WriteFileAtomic(dir.path() / "plain", "x");
   const auto path = dir.path() / "plain" / "report.txt";
   try {
-    WriteTextFileAtomic(path, "data");
+    WriteFileAtomic(path, "data");
     FAIL() << "expected SystemError";
   } catch (const SystemError& e) {
     const std::string message = e.what();
@@ -61,7 +62,7 @@ TEST(AtomicFileTest, MissingDirectoryThrowsSystemError) {
   TempDir dir;
   const auto path = dir.path() / "missing" / "report.txt";
   try {
-    WriteTextFileAtomic(path, "data");
+    WriteFileAtomic(path, "data");
     FAIL() << "expected SystemError";
   } catch (const SystemError& e) {
     const std::string message = e.what();
@@ -70,5 +71,27 @@ TEST(AtomicFileTest, MissingDirectoryThrowsSystemError) {
   }
 }
 
+TEST(AtomicFileTest, InterruptedWriteLeavesThePreviousFile) {
+  TempDir dir;
+  const auto path = dir.path() / "ckpt.epck";
+  WriteFileAtomic(path, "old");
+  const std::string big(1 << 16, 'n');
+  bool called = false;
+  try {
+    WriteFileAtomic(path, big, [&] {
+      called = true;
+      EXPECT_EQ(ReadFile(path), "old");  // Half written: the real name is untouched.
+      throw SystemError("simulated crash");
+    });
+    FAIL() << "expected the hook's error";
+  } catch (const SystemError&) {
+  }
+  EXPECT_TRUE(called);
+  EXPECT_EQ(ReadFile(path), "old");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
+                          std::filesystem::directory_iterator()),
+            1);  // The temporary is gone.
+}
+
 }  // namespace
-}  // namespace epochal::report
+}  // namespace epochal

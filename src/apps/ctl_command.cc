@@ -1,4 +1,4 @@
-#include "control_command.h"
+#include "ctl_command.h"
 
 #include <cstdlib>
 #include <iostream>

@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "epochal/dist/communicator.h"
-#include "epochal/train/trainer.h"
+#include "epochal/train/control_source.h"
+#include "epochal/train/diagnosis.h"
+#include "epochal/train/observer.h"
 #include "epochal/v1/config.pb.h"
 #include "flags.h"
 

@@ -1,17 +1,12 @@
-// The Trainer's checkpoint side: taking a snapshot of everything a run needs to continue
-// exactly (checkpoint.proto), writing it on rank 0, and restoring it on every rank.
-// docs/fault-tolerance.md explains where checkpoints sit in the loop.
-#include <chrono>
-#include <csignal>
+#include "epochal/train/training_state.h"
+
+#include <algorithm>
 #include <cstring>
 #include <map>
 
 #include "epochal/core/error.h"
-#include "epochal/core/logging.h"
-#include "epochal/data/sampler.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/train/checkpoint.h"
-#include "epochal/train/trainer.h"
 
 namespace epochal::train {
 namespace {
@@ -120,16 +115,6 @@ v1::NamedTensor* AddTensor(google::protobuf::RepeatedPtrField<v1::NamedTensor>* 
   return t;
 }
 
-bool AllFinite(std::span<const float> values) {
-  uint32_t bad = 0;
-  for (const float v : values) {
-    uint32_t u;
-    std::memcpy(&u, &v, sizeof u);
-    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad == 0;
-}
-
 // The tensors of `from` by name; Error naming `what` and the tensor when one is missing
 // or has another size.
 class TensorIndex {
@@ -164,93 +149,74 @@ size_t NumElements(const dnnl::memory::dims& dims) {
 
 }  // namespace
 
-void Trainer::EnableCheckpoints(CheckpointStore* store_at_root) {
-  checkpoints_ = !config_.checkpoint().disabled();
-  checkpoint_store_ = comm_->is_root() ? store_at_root : nullptr;
-  EPOCHAL_CHECK(!checkpoints_ || !comm_->is_root() || checkpoint_store_ != nullptr,
-                "rank 0 needs a checkpoint store");
-}
-
-const char* Trainer::FirstNonFiniteGradient(const std::vector<nn::Parameter*>& params) const {
-  for (nn::Parameter* p : params) {
-    if (!AllFinite(nn::Span(p->grad))) return p->name.c_str();
+bool AllFinite(std::span<const float> values) {
+  uint32_t bad = 0;
+  for (const float v : values) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
   }
-  return nullptr;
+  return bad == 0;
 }
 
-void Trainer::AfterStep(int epoch, int64_t batches_done, int64_t /*batches_per_epoch*/,
-                        const EpochSums& sums) {
-  const int64_t every = config_.checkpoint().every_steps();
-  const bool due = every > 0 && global_step_ % every == 0;
-  if (checkpoints_ && (checkpoint_requested_ || due)) {
-    WriteCheckpoint(epoch, batches_done, 0, sums,
-                    stopped_ ? "stop" : (checkpoint_requested_ ? "control" : "steps"));
-  }
-  checkpoint_requested_ = false;
-  if (faults_.kill_after_step == global_step_ && comm_->is_root()) KillSelf();
-  if (faults_.term_after_step == global_step_) std::raise(SIGTERM);
-}
-
-void Trainer::WriteCheckpoint(int epoch, int64_t batches_done, int64_t /*batches_per_epoch*/,
-                              const EpochSums& sums, const std::string& reason) {
-  const auto start = std::chrono::steady_clock::now();
+v1::Checkpoint SnapshotState(const v1::ExperimentConfig& config, const dist::Communicator& comm,
+                             nn::Model& model, optim::Sgd& sgd, const RunState& state,
+                             int64_t batches_per_epoch, const std::string& reason) {
   // Running statistics are rank-local until averaged at the end of an epoch (without
   // synchronized batch norm): gather them, a collective every rank issues here.
-  const std::vector<nn::StateBuffer*> state = model_->state();
+  const std::vector<nn::StateBuffer*> buffers = model.state();
   std::vector<double> local, all;
-  for (const nn::StateBuffer* s : state)
+  for (const nn::StateBuffer* s : buffers)
     local.insert(local.end(), s->value.begin(), s->value.end());
-  comm_->Gather(local, &all);
-  if (!comm_->is_root()) return;
-
-  const auto& t = config_.training();
-  const data::EpochSampler sampler(train_set_.size(), global_batch_, t.drop_last());
+  comm.Gather(local, &all);
   v1::Checkpoint c;
-  *c.mutable_config() = config_;
-  c.set_world_size(comm_->size());
+  if (!comm.is_root()) return c;
+
+  *c.mutable_config() = config;
+  c.set_world_size(comm.size());
   c.set_reason(reason);
+  const auto epochs_completed = static_cast<int32_t>(state.history.epochs.size());
   v1::TrainingPosition* pos = c.mutable_position();
-  pos->set_epoch(epoch);
-  pos->set_batches_done(batches_done);
-  pos->set_global_step(global_step_);
-  pos->set_epochs_completed(static_cast<int32_t>(history_.epochs.size()));
-  pos->set_batches_per_epoch(sampler.num_batches());
+  pos->set_epoch(state.epoch);
+  pos->set_batches_done(state.batches_done);
+  pos->set_global_step(state.global_step);
+  pos->set_epochs_completed(epochs_completed);
+  pos->set_batches_per_epoch(batches_per_epoch);
   v1::EpochAccumulators* acc = c.mutable_accumulators();
-  acc->set_loss_sum(sums.loss_sum);
-  acc->set_correct(sums.correct);
-  acc->set_seen(sums.seen);
-  acc->set_steps(sums.steps);
-  acc->set_last_lr(sums.last_lr);
+  acc->set_loss_sum(state.sums.loss_sum);
+  acc->set_correct(state.sums.correct);
+  acc->set_seen(state.sums.seen);
+  acc->set_steps(state.sums.steps);
+  acc->set_last_lr(state.sums.last_lr);
 
   std::string non_finite;
   v1::ModelWeights* w = c.mutable_weights();
-  w->set_config_name(config_.name());
-  w->set_epochs_completed(static_cast<int32_t>(history_.epochs.size()));
-  const std::vector<nn::Parameter*> params = model_->parameters();
+  w->set_config_name(config.name());
+  w->set_epochs_completed(epochs_completed);
+  const std::vector<nn::Parameter*> params = model.parameters();
   v1::OptimizerState* opt = c.mutable_optimizer();
   for (size_t i = 0; i < params.size(); ++i) {
     nn::Parameter* p = params[i];
     const auto dims = p->value.get_desc().dims();
     const std::vector<int64_t> d(dims.begin(), dims.end());
-    const std::vector<float> value = nn::ToPlain(model_->dnnl(), p->value);
-    const dnnl::memory velocity(p->value.get_desc(), model_->dnnl().engine,
-                                sgd_->velocity(i).data());
-    const std::vector<float> v = nn::ToPlain(model_->dnnl(), velocity);
+    const std::vector<float> value = nn::ToPlain(model.dnnl(), p->value);
+    const dnnl::memory velocity(p->value.get_desc(), model.dnnl().engine, sgd.velocity(i).data());
+    const std::vector<float> v = nn::ToPlain(model.dnnl(), velocity);
     if (non_finite.empty() && !AllFinite(value)) non_finite = p->name;
     if (non_finite.empty() && !AllFinite(v)) non_finite = p->name + " (momentum)";
     AddTensor(w->mutable_tensors(), p->name, d, value);
     AddTensor(opt->mutable_velocity(), p->name, d, v);
   }
-  for (const nn::StateBuffer* s : state) {
+  for (const nn::StateBuffer* s : buffers) {
     if (non_finite.empty() && !AllFinite(s->value)) non_finite = s->name;
     AddTensor(w->mutable_tensors(), s->name, {static_cast<int64_t>(s->value.size())}, s->value);
   }
-  opt->set_iterations(sgd_->iterations());
-  if (auto lr = sgd_->learning_rate_override()) opt->set_learning_rate_override(*lr);
-  for (int r = 0; r < comm_->size(); ++r) {
+  opt->set_iterations(sgd.iterations());
+  if (auto lr = sgd.learning_rate_override()) opt->set_learning_rate_override(*lr);
+  for (int r = 0; r < comm.size(); ++r) {
     v1::RankState* rs = c.add_rank_state();
     size_t offset = static_cast<size_t>(r) * local.size();
-    for (const nn::StateBuffer* s : state) {
+    for (const nn::StateBuffer* s : buffers) {
       std::vector<float> values(
           all.begin() + static_cast<std::ptrdiff_t>(offset),
           all.begin() + static_cast<std::ptrdiff_t>(offset + s->value.size()));
@@ -261,84 +227,54 @@ void Trainer::WriteCheckpoint(int epoch, int64_t batches_done, int64_t /*batches
     }
   }
   if (!non_finite.empty()) {
-    throw Error(StrCat("refusing to write a checkpoint at global step ", global_step_, ": ",
+    throw Error(StrCat("refusing to write a checkpoint at global step ", state.global_step, ": ",
                        non_finite, " holds non-finite values; the last checkpoint is intact"));
   }
-  ToProto(history_, c.mutable_history());
+  ToProto(state.history, c.mutable_history());
   c.set_state_sha256(StateDigest(c));
-  ++checkpoint_writes_;
-  std::function<void()> hook;
-  if (faults_.kill_in_checkpoint_write == checkpoint_writes_) hook = [] { KillSelf(); };
-  try {
-    const auto path = checkpoint_store_->Save(c, hook);
-    EPOCHAL_LOG(kInfo, "checkpoint ", path.string(), " (", reason, ", epoch ", epoch, ", batch ",
-                batches_done, ", global step ", global_step_, "; ",
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                " s)");
-  } catch (const SystemError& e) {
-    throw SystemError(StrCat(e.what(), "; the checkpoints already in ",
-                             checkpoint_store_->dir().string(), " are intact"));
-  }
+  return c;
 }
 
-bool Trainer::Restore(const v1::Checkpoint* at_root) {
-  std::string payload;
-  if (comm_->is_root() && at_root != nullptr && !at_root->SerializeToString(&payload)) {
-    throw Error("cannot serialize the checkpoint to share it");
-  }
-  comm_->Broadcast(&payload);
-  if (payload.empty()) return false;
-  v1::Checkpoint c;
-  if (!c.ParseFromString(payload)) throw Error("checkpoint: cannot parse the shared copy");
-
-  const auto& t = config_.training();
-  const data::EpochSampler sampler(train_set_.size(), global_batch_, t.drop_last());
+void RestoreState(const v1::Checkpoint& c, const dist::Communicator& comm, nn::Model& model,
+                  optim::Sgd& sgd, int64_t batches_per_epoch, RunState* out) {
   const auto& pos = c.position();
-  if (pos.batches_per_epoch() != sampler.num_batches()) {
+  if (pos.batches_per_epoch() != batches_per_epoch) {
     throw Error(StrCat("checkpoint: its epochs have ", pos.batches_per_epoch(),
-                       " batches, this run's have ", sampler.num_batches(),
+                       " batches, this run's have ", batches_per_epoch,
                        " (another data limit, batch size or rank count?)"));
   }
-  if (pos.batches_done() < 0 || pos.batches_done() > sampler.num_batches() || pos.epoch() < 1 ||
+  if (pos.batches_done() < 0 || pos.batches_done() > batches_per_epoch || pos.epoch() < 1 ||
       pos.global_step() < 0 || pos.epochs_completed() != c.history().epochs_size()) {
     throw Error("checkpoint: inconsistent training position");
   }
   const TensorIndex weights(c.weights().tensors(), "weights");
   const TensorIndex velocity(c.optimizer().velocity(), "optimizer state");
-  const std::vector<nn::Parameter*> params = model_->parameters();
+  const std::vector<nn::Parameter*> params = model.parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     nn::Parameter* p = params[i];
     const size_t n = NumElements(p->value.get_desc().dims());
-    nn::FromPlain(model_->dnnl(), weights.Get(p->name, n), p->value);
-    const dnnl::memory v(p->value.get_desc(), model_->dnnl().engine, sgd_->velocity(i).data());
-    nn::FromPlain(model_->dnnl(), velocity.Get(p->name, n), v);
+    nn::FromPlain(model.dnnl(), weights.Get(p->name, n), p->value);
+    const dnnl::memory v(p->value.get_desc(), model.dnnl().engine, sgd.velocity(i).data());
+    nn::FromPlain(model.dnnl(), velocity.Get(p->name, n), v);
   }
   // Each rank its own running statistics when the writer had as many ranks.
-  const bool own = c.rank_state_size() == comm_->size();
-  const TensorIndex state(own ? c.rank_state(comm_->rank()).tensors() : c.weights().tensors(),
+  const bool own = c.rank_state_size() == comm.size();
+  const TensorIndex state(own ? c.rank_state(comm.rank()).tensors() : c.weights().tensors(),
                           "running statistics");
-  for (nn::StateBuffer* s : model_->state()) {
+  for (nn::StateBuffer* s : model.state()) {
     const auto values = state.Get(s->name, s->value.size());
     std::copy(values.begin(), values.end(), s->value.begin());
   }
-  sgd_->SetIterations(c.optimizer().iterations());
-  sgd_->SetLearningRateOverride(c.optimizer().has_learning_rate_override()
-                                    ? std::optional<double>(c.optimizer().learning_rate_override())
-                                    : std::nullopt);
-  FromProto(c.history(), &history_);
-  global_step_ = pos.global_step();
-  ResumePoint point;
-  point.epoch = pos.epoch();
-  point.batches_done = pos.batches_done();
+  sgd.SetIterations(c.optimizer().iterations());
+  sgd.SetLearningRateOverride(c.optimizer().has_learning_rate_override()
+                                  ? std::optional<double>(c.optimizer().learning_rate_override())
+                                  : std::nullopt);
+  FromProto(c.history(), &out->history);
+  out->epoch = pos.epoch();
+  out->batches_done = pos.batches_done();
+  out->global_step = pos.global_step();
   const auto& acc = c.accumulators();
-  point.sums = {acc.loss_sum(), acc.correct(), acc.seen(), acc.steps(), acc.last_lr()};
-  resume_ = point;
-  if (comm_->is_root()) {
-    EPOCHAL_LOG(kInfo, "resuming at epoch ", pos.epoch(), ", batch ", pos.batches_done(), " of ",
-                pos.batches_per_epoch(), " (global step ", pos.global_step(), ")",
-                c.paused() ? "; the run was paused when checkpointed and now runs" : "");
-  }
-  return true;
+  out->sums = {acc.loss_sum(), acc.correct(), acc.seen(), acc.steps(), acc.last_lr()};
 }
 
 }  // namespace epochal::train

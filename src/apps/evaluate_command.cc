@@ -1,0 +1,91 @@
+// `epochal evaluate`: saved weights on the validation split, and with --probe the gap
+// terms the weights show, measured by the same Evaluator training uses.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "epochal/core/error.h"
+#include "epochal/nn/model.h"
+#include "epochal/report/classification_report.h"
+#include "epochal/train/config.h"
+#include "epochal/train/evaluator.h"
+#include "epochal/train/trainer.h"
+#include "epochal/train/weights_io.h"
+#include "flags.h"
+#include "run_setup.h"
+#include "startup.h"
+
+namespace epochal::apps {
+
+int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
+  Flags f("epochal evaluate",
+          "Evaluates saved weights on the validation split of --config and prints the loss,\n"
+          "the accuracy and a per-class report.");
+  AddDataFlags(f);
+  f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
+  f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
+  f.Switch("json", "print one JSON object (full precision) instead of the report");
+  f.Value("limit-train", "N", "with --probe: use only the first N training samples", "all");
+  f.Switch("probe",
+           "also evaluate the training probe (both modes) and print the regularization and "
+           "data terms of the loss gap for these weights");
+  if (!f.Parse(argc, argv, 2)) return 0;
+  SetThreadsPerRank(f);
+  const v1::ExperimentConfig config = LoadConfig(f);
+  const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
+  if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
+  const data::Dataset val_set = LoadSplit(config, false);
+  const bool probe = f.Has("probe");
+  const data::Dataset train_set = probe ? LoadSplit(config, true) : data::Dataset{};
+  train::CheckDatasetMatchesModel(val_set, config.model());
+  if (probe) train::CheckDatasetMatchesModel(train_set, config.model());
+  const train::BatchSplit batch = train::SplitBatch(config.training(), comm.size());
+  nn::Model model(config.model(), batch.per_rank, config.training().seed());
+  train::LoadWeights(model, *weights);
+  train::Evaluator evaluator(config, model, comm, probe ? &train_set : nullptr, batch.per_rank);
+  const train::EvalResult r = evaluator.Evaluate(val_set);
+  const train::ProbeLosses p = probe ? evaluator.MeasureProbes() : train::ProbeLosses{};
+  std::vector<std::string> class_names(config.model().class_names().begin(),
+                                       config.model().class_names().end());
+  if (!comm.is_root()) return 0;
+  train::EpochRecord gap;  // The gap terms these weights show (no training loss here).
+  gap.val_loss = r.loss;
+  train::Evaluator::SetGapTerms(p, &gap);
+  const double regularization = *gap.gap_regularization, data_term = *gap.gap_data;
+  const auto probe_n = static_cast<long long>(evaluator.probe_indices().size());
+  char line[400];
+  if (f.Has("json")) {
+    std::string json = "{";
+    std::snprintf(line, sizeof line,
+                  "\"val_loss\": %.17g, \"val_accuracy\": %.17g, \"samples\": %lld, "
+                  "\"ranks\": %d",
+                  r.loss, r.accuracy, static_cast<long long>(r.count), comm.size());
+    json += line;
+    if (probe) {
+      std::snprintf(line, sizeof line,
+                    ", \"probe_train_loss\": %.17g, \"probe_eval_loss\": %.17g, "
+                    "\"gap_regularization\": %.17g, \"gap_data\": %.17g, "
+                    "\"probe_samples\": %lld",
+                    p.train, p.eval, regularization, data_term, probe_n);
+      json += line;
+    }
+    std::cout << json << "}\n";
+    return 0;
+  }
+  std::snprintf(line, sizeof line, "val_loss: %.4f - val_accuracy: %.4f (%lld samples)\n", r.loss,
+                r.accuracy, static_cast<long long>(r.count));
+  std::cout << line;
+  if (probe) {
+    std::snprintf(line, sizeof line,
+                  "probe (%lld training samples): P_train %.4f, P_eval %.4f; gap terms: "
+                  "regularization %+.4f, data %+.4f\n",
+                  probe_n, p.train, p.eval, regularization, data_term);
+    std::cout << line;
+  }
+  std::cout << report::ClassificationReport(r.confusion, class_names);
+  return 0;
+}
+
+}  // namespace epochal::apps

@@ -1,0 +1,198 @@
+// `epochal train`.
+#include <omp.h>
+
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "checkpoint_flags.h"
+#include "commands.h"
+#include "ctl_command.h"
+#include "epochal/core/atomic_file.h"
+#include "epochal/core/error.h"
+#include "epochal/core/logging.h"
+#include "epochal/report/classification_report.h"
+#include "epochal/report/console_reporter.h"
+#include "epochal/report/leakage_json.h"
+#include "epochal/report/plots.h"
+#include "epochal/report/progress_bar.h"
+#include "epochal/train/config.h"
+#include "epochal/train/stop_signal.h"
+#include "epochal/train/trainer.h"
+#include "epochal/train/weights_io.h"
+#include "flags.h"
+#include "google/protobuf/text_format.h"
+#include "metrics_setup.h"
+#include "run_setup.h"
+#include "scan_command.h"
+#include "startup.h"
+
+namespace epochal::apps {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string DefaultRunDir() {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return std::string("runs/") + stamp;
+}
+
+// Saves weights.pb after every epoch, so an interrupted run keeps its last epoch.
+class WeightsSaver final : public train::TrainingObserver {
+ public:
+  WeightsSaver(train::Trainer& trainer, std::string name, std::string path)
+      : trainer_(trainer), name_(std::move(name)), path_(std::move(path)) {}
+  void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult&,
+                  const train::History&) override {
+    train::SaveWeights(trainer_.model(), name_, record.epoch, path_);
+  }
+
+ private:
+  train::Trainer& trainer_;
+  std::string name_, path_;
+};
+
+}  // namespace
+
+int Train(const dist::Communicator& comm, int argc, char** argv) {
+  Flags f("epochal train",
+          "Trains the model of --config on its data, validating after every epoch. Writes\n"
+          "history.json, history.csv, batches.csv, weights.pb and report.txt to --out.\n"
+          "Under mpirun/mpiexec (or srun) every rank trains a replica on its share of each\n"
+          "global batch; rank 0 prints and writes the files.");
+  AddDataFlags(f);
+  f.Value("epochs", "N", "number of epochs", "config's training.epochs");
+  f.Value("batch-size", "N", "samples per step and rank", "config's training.batch_size");
+  f.Value("lr", "X", "initial learning rate", "config's optimizer.learning_rate");
+  f.Value("seed", "S", "seed for initialization, shuffling and dropout", "config's seed");
+  f.Value("out", "DIR", "output directory", "runs/<timestamp>");
+  f.Value("limit-train", "N", "use only the first N training samples", "all");
+  f.Switch("sync-batch-norm", "synchronize batch-norm statistics over ranks");
+  f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
+  f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
+  f.Switch("no-scan", "skip the leakage scan before training");
+  f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 64 KiB");
+  f.Value("allreduce-progress", "MODE",
+          "how all-reduces advance during backward: auto (= poll), poll or thread",
+          "config's, else auto");
+  AddCheckpointFlags(f);
+  AddMetricsFlags(f);
+  AddControlFlags(f);
+  if (!f.Parse(argc, argv, 2)) return 0;
+  // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
+  train::InstallStopSignalHandlers();
+
+  v1::ExperimentConfig config;
+  data::Dataset train_set, val_set;
+  std::string out;
+  CheckpointSetup checkpoints;
+  train::FaultPlan faults;
+  std::unique_ptr<metrics::MetricsExporter> exporter;
+  AgreeOnStartup(comm, [&] {
+    faults = train::FaultPlan::FromEnvironment();
+    SetThreadsPerRank(f);
+    config = LoadConfig(f);
+    if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
+    if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
+    if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
+    if (auto v = f.Get("allreduce-progress")) {
+      config.mutable_training()->set_allreduce_progress(*v);
+    }
+    ApplyCheckpointFlags(f, &config);
+    train::ValidateExperimentConfig(config, "command-line checkpoint flags", nullptr);
+    if (comm.is_root()) {
+      out = f.Get("out").value_or(DefaultRunDir());
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      if (ec) throw InputError("cannot create output directory " + out + ": " + ec.message());
+      std::string text;
+      google::protobuf::TextFormat::PrintToString(config, &text);
+      WriteFileAtomic(fs::path(out) / "config.textproto", text);
+      checkpoints = PrepareCheckpoints(f, config, out, comm.size());
+    }
+    train_set = LoadSplit(config, true);
+    val_set = LoadSplit(config, false);
+    exporter = StartMetrics(f, comm.is_root());
+  });
+  if (comm.is_root()) {
+    std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
+              << val_set.size() << " validation samples from " << config.data().data_dir() << ", "
+              << comm.size() << (comm.size() == 1 ? " rank" : " ranks") << " x "
+              << omp_get_max_threads() << " threads, output in " << out << "\n";
+  }
+
+  train::Trainer trainer(config, train_set, val_set, &comm);
+  trainer.SetFaultPlan(faults);
+  trainer.EnableCheckpoints(checkpoints.store.get());
+  if (f.Has("resume")) {
+    trainer.Restore(checkpoints.resume ? &checkpoints.resume->checkpoint : nullptr);
+  }
+  if (!f.Has("no-scan") && !config.analysis().no_scan()) {
+    data::LeakageOptions options;
+    if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
+    const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
+    trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
+    if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
+    if (comm.is_root()) {
+      WriteFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
+      std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
+                << " near duplicates of training samples in the validation set ("
+                << leak.label_conflicts << " with another label), " << leak.seconds
+                << " s; details in " << (fs::path(out) / "leakage.json").string() << "\n";
+    }
+  }
+  std::vector<std::string> class_names(config.model().class_names().begin(),
+                                       config.model().class_names().end());
+  report::ConsoleReporter console(std::cout, report::IsTerminal(stdout));
+  report::RunFilesWriter files(out, class_names, &trainer.diagnosis());
+  WeightsSaver saver(trainer, config.name(), (fs::path(out) / "weights.pb").string());
+  std::optional<train::StopAtStep> stop;
+  if (auto v = f.GetInt("stop-after-steps", 1)) stop.emplace(*v);
+  std::unique_ptr<ControlPlane> control;
+  AgreeOnStartup(comm, [&] {
+    control = StartControlPlane(f, comm, config, &trainer.diagnosis(),
+                                f.GetInt("stop-after-steps", 1).value_or(0));
+  });
+  if (comm.is_root()) {
+    std::cout << trainer.model().Summary();
+    std::cout.flush();
+    trainer.AddObserver(&console);
+    trainer.AddObserver(&saver);
+    trainer.AddObserver(&files);
+    if (control) {
+      trainer.AddObserver(control->observer());
+      trainer.SetControlSource(control->source());
+    } else if (stop) {
+      trainer.SetControlSource(&*stop);
+    }
+    if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
+  }
+  trainer.Run();
+  const train::EvalResult final_val = trainer.evaluator().Evaluate(val_set);
+  if (comm.size() > 1) {
+    EPOCHAL_LOG(kInfo, "rank ", comm.rank(), ": finished after global step ", trainer.global_step(),
+                trainer.stopped() ? " (stopped by control word)" : "");
+  }
+  if (comm.is_root() && trainer.stopped() && train::StopSignalReceived()) {
+    std::cout << "epochal: stopped on signal " << train::StopSignalNumber() << " after global step "
+              << trainer.global_step()
+              << (config.checkpoint().disabled() ? " (checkpoints are disabled)"
+                                                 : "; continue with --resume auto")
+              << "\n";
+  }
+  if (comm.is_root()) {
+    std::cout << "\nClassification report (validation):\n"
+              << report::ClassificationReport(final_val.confusion, class_names)
+              << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
+              << "weights.pb}\n";
+    if (exporter) LingerForMetrics(f, *exporter);
+  }
+  return 0;
+}
+
+}  // namespace epochal::apps

@@ -1,0 +1,268 @@
+#include "epochal/train/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "epochal/core/hash.h"
+#include "epochal/core/logging.h"
+#include "epochal/data/sampler.h"
+#include "epochal/nn/dnnl_util.h"
+
+namespace epochal::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Batches used for validation; inference results do not depend on the batch size.
+constexpr int64_t kEvalBatchSize = 128;
+constexpr int64_t kDefaultProbeSamples = 10000;
+// Dropout mask key of the training-mode probe: fixed, so P_train changes only because
+// the weights do (training epochs are 1-based, so this never collides).
+constexpr int64_t kProbeMaskEpoch = -1;
+
+}  // namespace
+
+std::vector<optim::ParamView> ParamViews(nn::Model& model) {
+  std::vector<optim::ParamView> views;
+  for (nn::Parameter* p : model.parameters()) {
+    views.push_back({p->name, nn::Span(p->value), nn::Span(p->grad), p->apply_weight_decay});
+  }
+  return views;
+}
+
+std::vector<double> EvalResult::ClassAccuracy() const {
+  const auto classes = static_cast<size_t>(std::llround(std::sqrt(confusion.size())));
+  std::vector<double> out(classes, 0.0);
+  for (size_t c = 0; c < classes; ++c) {
+    int64_t row = 0;
+    for (size_t k = 0; k < classes; ++k) row += confusion[c * classes + k];
+    out[c] =
+        row > 0 ? static_cast<double>(confusion[c * classes + c]) / static_cast<double>(row) : 0.0;
+  }
+  return out;
+}
+
+Evaluator::Evaluator(const v1::ExperimentConfig& config, nn::Model& model,
+                     const dist::Communicator& comm, const data::Dataset* probe_source,
+                     int64_t per_rank_batch, nn::StatisticsReducer* reducer)
+    : config_(config),
+      model_(model),
+      comm_(comm),
+      probe_source_(probe_source),
+      per_rank_batch_(per_rank_batch),
+      reducer_(reducer),
+      views_(ParamViews(model)) {
+  const auto& a = config_.analysis();
+  if (probe_source_ != nullptr) {
+    const int64_t probe_n = std::min(
+        a.has_probe_samples() ? a.probe_samples() : kDefaultProbeSamples, probe_source_->size());
+    if (probe_n > 0) {
+      // A seeded choice, sorted so that probe mini-batches read the data in order.
+      std::vector<int64_t> order =
+          data::EpochPermutation(config_.training().seed() ^ 0x70726f6265ull,
+                                 /*epoch=*/0, probe_source_->size());
+      probe_.assign(order.begin(), order.begin() + probe_n);
+      std::sort(probe_.begin(), probe_.end());
+    }
+  }
+  const auto& in = config_.model().input();
+  const int64_t sample_size = int64_t{in.channels()} * in.height() * in.width();
+  const int64_t max_batch = std::max(per_rank_batch_, kEvalBatchSize);
+  images_.resize(static_cast<size_t>(max_batch * sample_size));
+  labels_.resize(static_cast<size_t>(max_batch));
+}
+
+void Evaluator::EvaluateBatches(const data::Dataset& dataset, std::span<const int64_t> ids,
+                                int64_t batch, nn::Mode mode, int64_t mask_epoch, double* sums,
+                                EvalResult* result, std::vector<double>* class_loss_sums) {
+  const int64_t classes = model_.num_classes();
+  for (size_t begin = 0; begin < ids.size(); begin += static_cast<size_t>(batch)) {
+    const auto batch_ids =
+        ids.subspan(begin, std::min<size_t>(static_cast<size_t>(batch), ids.size() - begin));
+    const auto n = static_cast<int64_t>(batch_ids.size());
+    data::GatherBatch(dataset, batch_ids, images_.data(), labels_.data());
+    nn::StepContext ctx{mode, config_.training().seed(), mask_epoch, batch_ids};
+    const std::span<const int32_t> labels(labels_.data(), static_cast<size_t>(n));
+    const nn::BatchResult r = model_.Forward(ctx, images_.data(), labels);
+    sums[0] += r.loss_sum;
+    sums[1] += static_cast<double>(r.correct);
+    sums[2] += static_cast<double>(n);
+    const auto predictions = model_.predictions();
+    const auto losses = model_.sample_losses();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto label = static_cast<size_t>(labels[static_cast<size_t>(i)]);
+      ++result->confusion[label * static_cast<size_t>(classes) +
+                          static_cast<size_t>(predictions[static_cast<size_t>(i)])];
+      (*class_loss_sums)[label] += losses[static_cast<size_t>(i)];
+    }
+  }
+}
+
+void Evaluator::FinishEvaluation(double* sums, EvalResult* result,
+                                 std::vector<double>* class_loss_sums) {
+  comm_.AllreduceSum(std::span<double>(sums, 3));
+  comm_.AllreduceSum(std::span<int64_t>(result->confusion));
+  comm_.AllreduceSum(std::span<double>(*class_loss_sums));
+  result->count = static_cast<int64_t>(sums[2]);
+  result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+  result->accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+  const auto classes = class_loss_sums->size();
+  result->class_loss.assign(classes, 0.0);
+  for (size_t c = 0; c < classes; ++c) {
+    int64_t row = 0;
+    for (size_t k = 0; k < classes; ++k) row += result->confusion[c * classes + k];
+    result->class_loss[c] = row > 0 ? (*class_loss_sums)[c] / static_cast<double>(row) : 0.0;
+  }
+}
+
+EvalResult Evaluator::Evaluate(const data::Dataset& dataset, nn::Mode mode) {
+  const auto classes = static_cast<size_t>(model_.num_classes());
+  EvalResult result;
+  result.confusion.assign(classes * classes, 0);
+  std::vector<double> class_loss_sums(classes, 0.0);
+  const data::IndexRange shard = data::ShardRange(dataset.size(), comm_.rank(), comm_.size());
+  std::vector<int64_t> ids(static_cast<size_t>(shard.size()));
+  for (int64_t i = 0; i < shard.size(); ++i) ids[static_cast<size_t>(i)] = shard.begin + i;
+  double sums[3] = {0.0, 0.0, 0.0};  // loss, correct, count
+  EvaluateBatches(dataset, ids, kEvalBatchSize, mode, 0, sums, &result, &class_loss_sums);
+  FinishEvaluation(sums, &result, &class_loss_sums);
+  return result;
+}
+
+EvalResult Evaluator::EvaluateProbe(nn::Mode mode) {
+  const auto classes = static_cast<size_t>(model_.num_classes());
+  EvalResult result;
+  result.confusion.assign(classes * classes, 0);
+  std::vector<double> class_loss_sums(classes, 0.0);
+  double sums[3] = {0.0, 0.0, 0.0};
+  // Training-mode statistics depend on which samples share a mini-batch: cut the probe
+  // into mini-batches of the per-rank training batch size and give whole mini-batches
+  // to ranks, so every rank count sees the same mini-batches.
+  const int64_t batch = per_rank_batch_;
+  const int64_t batches = (static_cast<int64_t>(probe_.size()) + batch - 1) / batch;
+  const data::IndexRange mine = data::ShardRange(batches, comm_.rank(), comm_.size());
+  const int64_t begin = std::min<int64_t>(mine.begin * batch, static_cast<int64_t>(probe_.size()));
+  const int64_t end = std::min<int64_t>(mine.end * batch, static_cast<int64_t>(probe_.size()));
+  const std::span<const int64_t> ids(probe_.data() + begin, static_cast<size_t>(end - begin));
+  // Synchronized batch norm would make every mini-batch a collective, but ranks hold
+  // different numbers of probe mini-batches: probes use each mini-batch's own statistics.
+  if (reducer_ != nullptr) model_.SetStatisticsReducer(nullptr);
+  if (!ids.empty()) {
+    EvaluateBatches(*probe_source_, ids, mode == nn::Mode::kInference ? kEvalBatchSize : batch,
+                    mode, kProbeMaskEpoch, sums, &result, &class_loss_sums);
+  }
+  if (reducer_ != nullptr) model_.SetStatisticsReducer(reducer_);
+  FinishEvaluation(sums, &result, &class_loss_sums);
+  return result;
+}
+
+ProbeLosses Evaluator::MeasureProbes() {
+  ProbeLosses out;
+  if (probe_.empty()) return out;
+  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen);
+  out.eval_result = EvaluateProbe(nn::Mode::kInference);
+  // The L2 penalty is part of the training loss (L_run includes it), not of inference.
+  const float weight_decay = config_.optimizer().weight_decay();
+  const double l2 = weight_decay > 0 ? optim::L2Penalty(views_, weight_decay) : 0.0;
+  out.train = train_mode.loss + l2;
+  out.eval = out.eval_result.loss;
+  return out;
+}
+
+void Evaluator::SetGapTerms(const ProbeLosses& probes, EpochRecord* record) {
+  record->probe_train_loss = probes.train;
+  record->probe_eval_loss = probes.eval;
+  record->gap_timing = probes.train - record->loss;
+  record->gap_regularization = probes.eval - probes.train;
+  record->gap_data = record->val_loss - probes.eval;
+  record->probe_class_loss = probes.eval_result.class_loss;
+  record->probe_class_accuracy = probes.eval_result.ClassAccuracy();
+  const std::pair<double, const char*> terms[] = {{*record->gap_timing, "timing"},
+                                                  {*record->gap_regularization, "regularization"},
+                                                  {*record->gap_data, "data"}};
+  const auto* dominant = &terms[0];
+  for (const auto& term : terms) {
+    if (std::abs(term.first) > std::abs(dominant->first)) dominant = &term;
+  }
+  record->dominant_term = dominant->second;
+}
+
+EvalResult Evaluator::MeasureEpoch(const data::Dataset& val_set, EpochRecord* record,
+                                   const std::function<void()>& after_validation) {
+  const Clock::time_point validation_start = Clock::now();
+  const EvalResult val = Evaluate(val_set);
+  if (after_validation) after_validation();
+  record->val_loss = val.loss;
+  record->val_accuracy = val.accuracy;
+  const Clock::time_point probe_start = Clock::now();
+  record->val_class_loss = val.class_loss;
+  record->val_class_accuracy = val.ClassAccuracy();
+  if (!probe_.empty()) SetGapTerms(MeasureProbes(), record);
+  record->validation_seconds = Seconds(validation_start, probe_start);
+  record->probe_seconds = Seconds(probe_start, Clock::now());
+  if (comm_.size() > 1) {
+    record->replica_hashes = ReplicaHashes();
+    for (size_t r = 0; r < record->replica_hashes.size(); ++r) {
+      if (record->replica_hashes[r] != record->replica_hashes.front()) {
+        EPOCHAL_LOG(kError, "epoch ", record->epoch, ": rank ", r,
+                    "'s weights differ from rank 0's");
+      }
+    }
+  }
+  return val;
+}
+
+void Evaluator::SetAlignedLoss(int boundary_epoch, History* history) {
+  if (boundary_epoch < 1 || boundary_epoch > static_cast<int>(history->epochs.size())) return;
+  const double lo = boundary_epoch - 0.5, hi = boundary_epoch + 0.5;
+  double sum = 0.0;
+  int64_t n = 0;
+  for (auto it = history->batches.rbegin(); it != history->batches.rend(); ++it) {
+    if (it->epoch_progress <= lo) break;
+    if (it->epoch_progress <= hi) {
+      sum += it->loss;
+      ++n;
+    }
+  }
+  if (n > 0) {
+    history->epochs[static_cast<size_t>(boundary_epoch - 1)].aligned_train_loss =
+        sum / static_cast<double>(n);
+  }
+}
+
+std::string Evaluator::WeightsHash() {
+  uint64_t h = kFnv1aOffset;
+  for (nn::Parameter* p : model_.parameters()) {
+    const std::vector<float> plain = nn::ToPlain(model_.dnnl(), p->value);
+    h = Fnv1a(plain.data(), plain.size() * sizeof(float), h);
+  }
+  for (nn::StateBuffer* s : model_.state()) {
+    h = Fnv1a(s->value.data(), s->value.size() * sizeof(float), h);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+std::vector<std::string> Evaluator::ReplicaHashes() {
+  const uint64_t h = std::stoull(WeightsHash(), nullptr, 16);
+  // Two exact halves: a double holds 53 bits, not 64.
+  const double halves[] = {static_cast<double>(h >> 32), static_cast<double>(h & 0xffffffffu)};
+  std::vector<double> all;
+  comm_.Gather(halves, &all);
+  std::vector<std::string> hashes;
+  for (size_t i = 0; i + 1 < all.size(); i += 2) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%08llx%08llx", static_cast<unsigned long long>(all[i]),
+                  static_cast<unsigned long long>(all[i + 1]));
+    hashes.push_back(hex);
+  }
+  return hashes;
+}
+
+}  // namespace epochal::train
