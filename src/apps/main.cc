@@ -17,6 +17,7 @@
 #include "checkpoint_flags.h"
 #include "control_command.h"
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
 #include "epochal/dist/communicator.h"
@@ -66,6 +67,8 @@ void AddDataFlags(Flags& f) {
           "config's data.data_dir, else /usr/share/datasets/fashion-mnist");
   f.Value("limit-val", "N", "use only the first N validation samples", "all");
   f.Value("threads", "T", "oneDNN/OpenMP threads", "all cores");
+  f.Value("max-model-memory", "BYTES",
+          "refuse a model whose estimated memory per rank exceeds this (8G, 512M, ...)", "8G");
 }
 
 // Loads the config and applies the flags that override it.
@@ -88,6 +91,8 @@ v1::ExperimentConfig LoadConfig(const Flags& f) {
   }
   // The flags may have changed validated fields.
   train::ValidateExperimentConfig(config, *path + " (with command-line overrides)", nullptr);
+  train::CheckModelMemory(
+      config, f.GetBytes("max-model-memory").value_or(train::kDefaultMaxModelMemoryBytes), *path);
   return config;
 }
 
@@ -169,10 +174,14 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
     if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
     if (auto v = f.Get("allreduce-progress")) {
+      if (*v != "auto" && *v != "poll" && *v != "thread") {
+        throw InputError("--allreduce-progress must be auto, poll or thread, got '" + *v + "'");
+      }
       config.mutable_training()->set_allreduce_progress(*v);
     }
     ApplyCheckpointFlags(f, &config);
-    train::ValidateExperimentConfig(config, "command-line checkpoint flags", nullptr);
+    train::ValidateExperimentConfig(config, *f.Get("config") + " (with command-line flags)",
+                                    nullptr);
     if (comm.is_root()) {
       out = f.Get("out").value_or(DefaultRunDir());
       std::error_code ec;
@@ -185,6 +194,15 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
+    const auto& t = config.training();
+    const int64_t global_batch =
+        t.fixed_global_batch() ? t.batch_size() : int64_t{t.batch_size()} * comm.size();
+    if (t.drop_last() && global_batch > train_set.size()) {
+      throw InputError("training.drop_last: the global batch of " + std::to_string(global_batch) +
+                       " samples is larger than the " + std::to_string(train_set.size()) +
+                       " training samples, so every batch would be dropped; lower --batch-size "
+                       "or turn drop_last off");
+    }
     exporter = StartMetrics(f, comm.is_root());
   });
   if (comm.is_root()) {
@@ -269,7 +287,7 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
           "the accuracy and a per-class report.");
   AddDataFlags(f);
   f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
-  f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
+  f.Value("checkpoint", "FILE", "a checkpoint (.epck) written by 'epochal train': its weights");
   f.Switch("json", "print one JSON object (full precision) instead of the report");
   f.Value("limit-train", "N", "with --probe: use only the first N training samples", "all");
   f.Switch("probe",
@@ -278,13 +296,29 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
-  const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
-  if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
+  const auto weights = f.Get("weights");
+  const auto checkpoint_path = f.Get("checkpoint");
+  if (weights.has_value() == checkpoint_path.has_value()) {
+    throw InputError("give one of --weights FILE (weights.pb) or --checkpoint FILE (.epck)");
+  }
+  std::optional<v1::Checkpoint> checkpoint;
+  if (checkpoint_path) {
+    try {
+      checkpoint = train::ReadCheckpointFile(*checkpoint_path);
+    } catch (const train::CheckpointError& e) {
+      throw InputError(std::string("--checkpoint: ") + e.what() +
+                       " (a weights.pb goes with --weights)");
+    }
+  }
   const data::Dataset val_set = LoadSplit(config, false);
   const bool probe = f.Has("probe");
   const data::Dataset train_set = probe ? LoadSplit(config, true) : data::Dataset{};
   train::Trainer trainer(config, probe ? train_set : val_set, val_set, &comm);
-  train::LoadWeights(trainer.model(), *weights);
+  if (checkpoint) {
+    train::LoadWeights(trainer.model(), checkpoint->weights(), *checkpoint_path);
+  } else {
+    train::LoadWeights(trainer.model(), *weights);
+  }
   const train::EvalResult r = trainer.Evaluate(val_set);
   const train::Trainer::ProbeLosses p =
       probe ? trainer.MeasureProbes() : train::Trainer::ProbeLosses{};
@@ -329,11 +363,9 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
 // Reads leakage.json's counts, if the run has one.
 std::optional<train::LeakageSummary> ReadLeakage(const fs::path& path, int64_t val_size) {
   if (!fs::exists(path)) return std::nullopt;
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
+  const std::string text = ReadFileCapped(path, kMaxLeakageFileBytes, "leakage report");
   google::protobuf::Struct root;
-  if (!google::protobuf::util::JsonStringToMessage(text.str(), &root).ok()) {
+  if (!google::protobuf::util::JsonStringToMessage(text, &root).ok()) {
     throw InputError(path.string() + ": not valid JSON");
   }
   const auto number = [&root](const char* key) -> int64_t {
