@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -77,9 +78,16 @@ std::string FormatCount(double n) {
   return text;
 }
 
-std::string FormatGiB(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g GiB", bytes / static_cast<double>(kGiB));
+// "8 GiB", "223 MiB", "1.43 TiB": a byte count, readable.
+std::string FormatSize(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  size_t unit = 0;
+  while (bytes >= 1024 && unit + 1 < std::size(units)) {
+    bytes /= 1024;
+    ++unit;
+  }
+  char text[48];
+  std::snprintf(text, sizeof text, bytes >= 1000 ? "%.0f %s" : "%.3g %s", bytes, units[unit]);
   return text;
 }
 
@@ -825,10 +833,10 @@ void CheckModelMemory(const v1::ExperimentConfig& config, double max_bytes,
                      " values per sample");
   }
   throw InputError(StrCat(
-      source_name, ": the model needs about ", FormatGiB(e.bytes), " per rank (",
+      source_name, ": the model needs about ", FormatSize(e.bytes), " per rank (",
       FormatCount(e.parameters), " parameters, ", FormatCount(e.activation_values_per_sample),
       " activation values per sample at batch_size ", e.batch_size, largest,
-      "), above the limit of ", FormatGiB(max_bytes),
+      "), above the limit of ", FormatSize(max_bytes),
       "; make the model or the batch smaller, or raise the limit with --max-model-memory"));
 }
 

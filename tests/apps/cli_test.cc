@@ -672,7 +672,7 @@ TEST_F(CliTest, HugeModelIsRefusedBeforeAllocating) {
 
 TEST_F(CliTest, MaxModelMemoryFlagSetsTheLimit) {
   ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "1M"}),
-                     {"above the limit of 0.000977 GiB"}, 2);
+                     {"above the limit of 1 MiB"}, 2);
   ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "lots"}),
                      {"--max-model-memory expects a size in bytes"}, 2);
   ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "-1G"}),

@@ -74,7 +74,7 @@ struct ModelMemoryEstimate {
 };
 
 // Default of --max-model-memory: far above the reference model (MiniVGGNet on 28x28 at
-// batch 32 needs about 0.1 GiB) and below what a typical node can give one rank.
+// batch 32 needs about 229 MiB) and below what a typical node can give one rank.
 inline constexpr double kDefaultMaxModelMemoryBytes = 8.0 * 1024 * 1024 * 1024;
 
 // The estimate for a config that passed ValidateExperimentConfig.
