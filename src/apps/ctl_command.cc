@@ -36,6 +36,29 @@ std::string Token(const Flags& f, const std::string& flag) {
   return env != nullptr ? std::string(env) : std::string();
 }
 
+// --target as HOST:PORT ([V6]:PORT, or a gRPC "unix:PATH"), so that a typo gets a
+// message instead of gRPC's resolver internals.
+void CheckTarget(const std::string& target) {
+  const auto bad = [&target](const std::string& why) {
+    return InputError("--target must be HOST:PORT, e.g. 127.0.0.1:" +
+                      std::to_string(control::kDefaultControlPort) + " (" + why + "), got '" +
+                      target + "'");
+  };
+  if (target.starts_with("unix:") && target.size() > 5) return;
+  const size_t colon = target.rfind(':');
+  if (colon == std::string::npos) throw bad("no port");
+  const std::string host = target.substr(0, colon), port = target.substr(colon + 1);
+  if (host.empty() || host == "[]") throw bad("no host");
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535) {
+    throw bad("the port must be a number in 1..65535");
+  }
+  for (const unsigned char c : host) {
+    if (c <= ' ' || c >= 0x7F) throw bad("the host holds a space or a control character");
+  }
+}
+
 }  // namespace
 
 void AddControlFlags(Flags& f) {
@@ -141,7 +164,10 @@ int Ctl(int argc, char** argv) {
     throw InputError(std::string("a command is required: epochal ctl ") + control::kCtlCommands);
   }
   control::CtlOptions o;
-  if (auto v = f.Get("target")) o.target = *v;
+  if (auto v = f.Get("target")) {
+    CheckTarget(*v);
+    o.target = *v;
+  }
   o.token = Token(f, "token-file");
   o.json = f.Has("json");
   o.tls = f.Has("tls");

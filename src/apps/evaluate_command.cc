@@ -9,6 +9,7 @@
 #include "epochal/core/error.h"
 #include "epochal/nn/model.h"
 #include "epochal/report/classification_report.h"
+#include "epochal/train/checkpoint.h"
 #include "epochal/train/config.h"
 #include "epochal/train/evaluator.h"
 #include "epochal/train/trainer.h"
@@ -25,7 +26,7 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
           "the accuracy and a per-class report.");
   AddDataFlags(f);
   f.Value("weights", "FILE", "weights.pb written by 'epochal train'");
-  f.Value("checkpoint", "FILE", "same as --weights (a run's weights.pb)");
+  f.Value("checkpoint", "FILE", "a checkpoint (.epck) written by 'epochal train': its weights");
   f.Switch("json", "print one JSON object (full precision) instead of the report");
   f.Value("limit-train", "N", "with --probe: use only the first N training samples", "all");
   f.Switch("probe",
@@ -34,8 +35,20 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
-  const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
-  if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
+  const auto weights = f.Get("weights");
+  const auto checkpoint_path = f.Get("checkpoint");
+  if (weights.has_value() == checkpoint_path.has_value()) {
+    throw InputError("give one of --weights FILE (weights.pb) or --checkpoint FILE (.epck)");
+  }
+  std::optional<v1::Checkpoint> checkpoint;
+  if (checkpoint_path) {
+    try {
+      checkpoint = train::ReadCheckpointFile(*checkpoint_path);
+    } catch (const train::CheckpointError& e) {
+      throw InputError(std::string("--checkpoint: ") + e.what() +
+                       " (a weights.pb goes with --weights)");
+    }
+  }
   const data::Dataset val_set = LoadSplit(config, false);
   const bool probe = f.Has("probe");
   const data::Dataset train_set = probe ? LoadSplit(config, true) : data::Dataset{};
@@ -43,7 +56,11 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   if (probe) train::CheckDatasetMatchesModel(train_set, config.model());
   const train::BatchSplit batch = train::SplitBatch(config.training(), comm.size());
   nn::Model model(config.model(), batch.per_rank, config.training().seed());
-  train::LoadWeights(model, *weights);
+  if (checkpoint) {
+    train::LoadWeights(model, checkpoint->weights(), *checkpoint_path);
+  } else {
+    train::LoadWeights(model, *weights);
+  }
   train::Evaluator evaluator(config, model, comm, probe ? &train_set : nullptr, batch.per_rank);
   const train::EvalResult r = evaluator.Evaluate(val_set);
   const train::ProbeLosses p = probe ? evaluator.MeasureProbes() : train::ProbeLosses{};

@@ -103,6 +103,38 @@ std::optional<double> Flags::GetDouble(const std::string& name) const {
   return v;
 }
 
+std::optional<double> Flags::GetBytes(const std::string& name) const {
+  const auto text = Get(name);
+  if (!text) return std::nullopt;
+  const auto bad = [&] {
+    return InputError("--" + name + " expects a size in bytes such as 8G, 512M or 65536, got '" +
+                      *text + "'");
+  };
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(*text, &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  std::string suffix = text->substr(used);
+  if (suffix.ends_with("iB")) suffix.resize(suffix.size() - 2);
+  double scale = 1;
+  if (suffix == "K") {
+    scale = 1024.0;
+  } else if (suffix == "M") {
+    scale = 1024.0 * 1024;
+  } else if (suffix == "G") {
+    scale = 1024.0 * 1024 * 1024;
+  } else if (suffix == "T") {
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  } else if (!suffix.empty()) {
+    throw bad();
+  }
+  if (!std::isfinite(v) || !(v > 0)) throw bad();
+  return v * scale;
+}
+
 std::string Flags::Help() const {
   std::ostringstream os;
   os << "usage: " << command_ << " [flags]\n\n" << summary_ << "\n\nflags:\n";

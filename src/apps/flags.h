@@ -32,6 +32,9 @@ class Flags {
   std::optional<int64_t> GetInt(const std::string& name, int64_t min_value,
                                 int64_t max_value = std::numeric_limits<int64_t>::max()) const;
   std::optional<double> GetDouble(const std::string& name) const;
+  // A positive byte count: a number with an optional binary suffix K, M, G or T (also
+  // written KiB, MiB, ...; "8G", "1.5GiB", "65536").
+  std::optional<double> GetBytes(const std::string& name) const;
   std::string Help() const;
 
  private:

@@ -1,5 +1,7 @@
 #include "metrics_setup.h"
 
+#include <arpa/inet.h>
+
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -10,6 +12,16 @@
 namespace epochal::apps {
 namespace {
 constexpr double kDefaultGatherSeconds = 5.0;
+
+// A numeric IPv4 or IPv6 address, checked strictly: the HTTP server's own resolver takes
+// "999.1.1.1" and listens on whatever it wraps to.
+void CheckBindAddress(const std::string& flag, const std::string& address) {
+  unsigned char buffer[sizeof(struct in6_addr)];
+  if (::inet_pton(AF_INET, address.c_str(), buffer) == 1) return;
+  if (::inet_pton(AF_INET6, address.c_str(), buffer) == 1) return;
+  throw InputError("--" + flag + " '" + address +
+                   "' is not a numeric IPv4 or IPv6 address (e.g. 127.0.0.1, 0.0.0.0, ::1)");
+}
 }  // namespace
 
 void AddMetricsFlags(Flags& f) {
@@ -17,7 +29,8 @@ void AddMetricsFlags(Flags& f) {
           "serve Prometheus metrics on rank 0 at http://ADDR:P/metrics; 0 picks a free port "
           "(printed)",
           "no metrics");
-  f.Value("metrics-bind", "ADDR", "IPv4 address the metrics server listens on", "127.0.0.1");
+  f.Value("metrics-bind", "ADDR", "numeric IPv4 or IPv6 address the metrics server listens on",
+          "127.0.0.1");
   f.Value("metrics-auth-file", "FILE", "require HTTP basic auth; FILE holds one line user:password",
           "no auth");
   f.Value("metrics-gather-seconds", "S",
@@ -38,6 +51,7 @@ std::unique_ptr<metrics::MetricsExporter> StartMetrics(const Flags& f, bool is_r
     }
     return nullptr;
   }
+  if (auto v = f.Get("metrics-bind")) CheckBindAddress("metrics-bind", *v);
   if (!is_root) return nullptr;
   metrics::ExporterOptions options;
   options.port = static_cast<int>(*port);

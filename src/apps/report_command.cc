@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
 #include "epochal/report/history_reader.h"
 #include "epochal/report/plots.h"
 #include "epochal/train/diagnosis.h"
@@ -24,11 +25,9 @@ namespace fs = std::filesystem;
 // Reads leakage.json's counts, if the run has one.
 std::optional<train::LeakageSummary> ReadLeakage(const fs::path& path, int64_t val_size) {
   if (!fs::exists(path)) return std::nullopt;
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
+  const std::string text = ReadFileCapped(path, kMaxLeakageFileBytes, "leakage report");
   google::protobuf::Struct root;
-  if (!google::protobuf::util::JsonStringToMessage(text.str(), &root).ok()) {
+  if (!google::protobuf::util::JsonStringToMessage(text, &root).ok()) {
     throw InputError(path.string() + ": not valid JSON");
   }
   const auto number = [&root](const char* key) -> int64_t {

@@ -24,6 +24,8 @@ void AddDataFlags(Flags& f) {
           "config's data.data_dir, else /usr/share/datasets/fashion-mnist");
   f.Value("limit-val", "N", "use only the first N validation samples", "all");
   f.Value("threads", "T", "oneDNN/OpenMP threads", "all cores");
+  f.Value("max-model-memory", "BYTES",
+          "refuse a model whose estimated memory per rank exceeds this (8G, 512M, ...)", "8G");
 }
 
 // Loads the config and applies the flags that override it.
@@ -46,6 +48,8 @@ v1::ExperimentConfig LoadConfig(const Flags& f) {
   }
   // The flags may have changed validated fields.
   train::ValidateExperimentConfig(config, *path + " (with command-line overrides)", nullptr);
+  train::CheckModelMemory(
+      config, f.GetBytes("max-model-memory").value_or(train::kDefaultMaxModelMemoryBytes), *path);
   return config;
 }
 

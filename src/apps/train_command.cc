@@ -101,10 +101,14 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
     if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
     if (auto v = f.Get("allreduce-progress")) {
+      if (*v != "auto" && *v != "poll" && *v != "thread") {
+        throw InputError("--allreduce-progress must be auto, poll or thread, got '" + *v + "'");
+      }
       config.mutable_training()->set_allreduce_progress(*v);
     }
     ApplyCheckpointFlags(f, &config);
-    train::ValidateExperimentConfig(config, "command-line checkpoint flags", nullptr);
+    train::ValidateExperimentConfig(config, *f.Get("config") + " (with command-line flags)",
+                                    nullptr);
     if (comm.is_root()) {
       out = f.Get("out").value_or(DefaultRunDir());
       std::error_code ec;
@@ -117,6 +121,15 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
+    const auto& t = config.training();
+    const int64_t global_batch =
+        t.fixed_global_batch() ? t.batch_size() : int64_t{t.batch_size()} * comm.size();
+    if (t.drop_last() && global_batch > train_set.size()) {
+      throw InputError("training.drop_last: the global batch of " + std::to_string(global_batch) +
+                       " samples is larger than the " + std::to_string(train_set.size()) +
+                       " training samples, so every batch would be dropped; lower --batch-size "
+                       "or turn drop_last off");
+    }
     exporter = StartMetrics(f, comm.is_root());
   });
   if (comm.is_root()) {

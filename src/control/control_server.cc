@@ -1,26 +1,27 @@
 #include "epochal/control/control_server.h"
 
+#include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
+#include "epochal/core/logging.h"
 
 namespace epochal::control {
 namespace {
 
 constexpr int kHandshakeTimeoutMs = 5000;
 
-std::string ReadWholeFile(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot read " + what + " " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+std::string ReadWholeFile(const std::string& path, const std::string& what,
+                          uint64_t max_bytes = kMaxPemFileBytes) {
+  return ReadFileCapped(path, max_bytes, what);
 }
 
 // IPv6 literals need brackets in a gRPC address.
@@ -30,6 +31,15 @@ std::string HostPort(const std::string& host, int port) {
 }
 
 }  // namespace
+
+void RouteGrpcLogsToDebug() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    gpr_set_log_function([](gpr_log_func_args* args) {
+      EPOCHAL_LOG(kDebug, "grpc ", args->file, ":", args->line, ": ", args->message);
+    });
+  });
+}
 
 bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
@@ -56,7 +66,7 @@ void ValidateServerOptions(const ServerOptions& o) {
 }
 
 std::string ReadTokenFile(const std::string& path) {
-  std::string token = ReadWholeFile(path, "token file");
+  std::string token = ReadWholeFile(path, "token file", kMaxTokenFileBytes);
   const auto first = token.find_first_not_of(" \t\r\n");
   const auto last = token.find_last_not_of(" \t\r\n");
   if (first == std::string::npos) throw InputError("token file " + path + " is empty");
@@ -80,6 +90,7 @@ ControlServer::ControlServer(const ServerOptions& options, ControlService* servi
   } else {
     credentials = grpc::InsecureServerCredentials();
   }
+  RouteGrpcLogsToDebug();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // A client that opens a TLS connection and never finishes the handshake (a wrong CA

@@ -11,18 +11,16 @@
 #include <memory>
 #include <sstream>
 
+#include "epochal/control/control_server.h"
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
 #include "epochal/v1/control.grpc.pb.h"
 
 namespace epochal::control {
 namespace {
 
 std::string ReadPem(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot read " + what + " " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return ReadFileCapped(path, kMaxPemFileBytes, what);
 }
 
 std::string Json(const google::protobuf::Message& m) {
@@ -131,6 +129,7 @@ void PrintEvent(const v1::Event& e, std::ostream& out) {
 class Client {
  public:
   explicit Client(const CtlOptions& o) : options_(o) {
+    RouteGrpcLogsToDebug();
     std::shared_ptr<grpc::ChannelCredentials> credentials;
     if (o.tls || !o.tls_ca.empty() || !o.tls_cert.empty() || !o.tls_key.empty()) {
       if (o.tls_cert.empty() != o.tls_key.empty()) {

@@ -6,8 +6,10 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
 #include "epochal/core/logging.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
@@ -72,8 +74,7 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
 }
 
 BasicAuth ReadBasicAuthFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError("--metrics-auth-file " + path + ": cannot be read");
+  std::istringstream in(ReadFileCapped(path, kMaxTokenFileBytes, "--metrics-auth-file"));
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
     EPOCHAL_LOG(kWarning, path, " holds the metrics password but others may read it (chmod 600)");

@@ -102,8 +102,8 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed) {
       }
       case v1::LayerSpec::kBatchNorm: {
         BatchNormOptions o;
-        if (l.batch_norm().epsilon() > 0) o.epsilon = l.batch_norm().epsilon();
-        if (l.batch_norm().momentum() > 0) o.momentum = l.batch_norm().momentum();
+        if (l.batch_norm().has_epsilon()) o.epsilon = l.batch_norm().epsilon();
+        if (l.batch_norm().has_momentum()) o.momentum = l.batch_norm().momentum();
         layers_.push_back(std::make_unique<BatchNorm>(name, o));
         break;
       }

@@ -3,44 +3,106 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
-#include <fstream>
-#include <sstream>
+#include <cmath>
+#include <limits>
 
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
+#include "epochal/train/config.h"
 
 namespace epochal::report {
 namespace {
 
+using google::protobuf::ListValue;
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
+const char* KindName(const Value& v) {
+  switch (v.kind_case()) {
+    case Value::kNullValue:
+      return "null";
+    case Value::kNumberValue:
+      return "a number";
+    case Value::kStringValue:
+      return "a string";
+    case Value::kBoolValue:
+      return "a boolean";
+    case Value::kStructValue:
+      return "an object";
+    case Value::kListValue:
+      return "a list";
+    case Value::KIND_NOT_SET:
+      break;
+  }
+  return "empty";
+}
+
+// Reads values strictly: a key that is present must have the type its field needs, so a
+// damaged or hand-edited history fails with the key named instead of being read as empty.
 class Reader {
  public:
   explicit Reader(std::string path) : path_(std::move(path)) {}
 
-  const Value& Get(const Struct& s, const std::string& key, const std::string& where) const {
-    auto it = s.fields().find(key);
-    if (it == s.fields().end()) throw InputError(path_ + ": " + where + " has no \"" + key + "\"");
-    return it->second;
+  [[noreturn]] void Fail(const std::string& where, const std::string& what) const {
+    throw InputError(path_ + ": " + where + " " + what);
   }
-  double Number(const Struct& s, const std::string& key, const std::string& where) const {
-    const Value& v = Get(s, key, where);
+
+  const Value* Find(const Struct& s, const std::string& key) const {
+    auto it = s.fields().find(key);
+    return it == s.fields().end() ? nullptr : &it->second;
+  }
+  const Value& Get(const Struct& s, const std::string& key, const std::string& where) const {
+    const Value* v = Find(s, key);
+    if (v == nullptr) throw InputError(path_ + ": " + where + " has no \"" + key + "\"");
+    return *v;
+  }
+  double CheckNumber(const Value& v, const std::string& where) const {
     if (v.kind_case() != Value::kNumberValue) {
-      throw InputError(path_ + ": " + where + "." + key + " is not a number");
+      Fail(where, std::string("is ") + KindName(v) + ", not a number");
     }
+    if (!std::isfinite(v.number_value())) Fail(where, "is not a finite number");
     return v.number_value();
   }
-  std::optional<double> Optional(const Struct& s, const std::string& key) const {
-    auto it = s.fields().find(key);
-    if (it == s.fields().end() || it->second.kind_case() != Value::kNumberValue) return {};
-    return it->second.number_value();
+  double Number(const Struct& s, const std::string& key, const std::string& where) const {
+    return CheckNumber(Get(s, key, where), where + "." + key);
   }
-  std::vector<double> Numbers(const Struct& s, const std::string& key) const {
+  // Absent or null: no value (history.json writes null for a value not known yet).
+  std::optional<double> Optional(const Struct& s, const std::string& key,
+                                 const std::string& where) const {
+    const Value* v = Find(s, key);
+    if (v == nullptr || v->kind_case() == Value::kNullValue) return std::nullopt;
+    return CheckNumber(*v, where + "." + key);
+  }
+  const ListValue* List(const Struct& s, const std::string& key, const std::string& where) const {
+    const Value* v = Find(s, key);
+    if (v == nullptr || v->kind_case() == Value::kNullValue) return nullptr;
+    if (v->kind_case() != Value::kListValue) {
+      Fail(where + "." + key, std::string("is ") + KindName(*v) + ", not a list");
+    }
+    return &v->list_value();
+  }
+  std::vector<double> Numbers(const Struct& s, const std::string& key,
+                              const std::string& where) const {
     std::vector<double> out;
-    auto it = s.fields().find(key);
-    if (it == s.fields().end() || it->second.kind_case() != Value::kListValue) return out;
-    for (const Value& v : it->second.list_value().values()) out.push_back(v.number_value());
+    const ListValue* list = List(s, key, where);
+    if (list == nullptr) return out;
+    for (int i = 0; i < list->values_size(); ++i) {
+      out.push_back(
+          CheckNumber(list->values(i), where + "." + key + "[" + std::to_string(i) + "]"));
+    }
     return out;
+  }
+  const Struct& Object(const Value& v, const std::string& where) const {
+    if (v.kind_case() != Value::kStructValue) {
+      Fail(where, std::string("is ") + KindName(v) + ", not an object");
+    }
+    return v.struct_value();
+  }
+  const std::string& String(const Value& v, const std::string& where) const {
+    if (v.kind_case() != Value::kStringValue) {
+      Fail(where, std::string("is ") + KindName(v) + ", not a string");
+    }
+    return v.string_value();
   }
 
  private:
@@ -51,66 +113,86 @@ class Reader {
 
 RunHistory ReadHistoryJson(const std::filesystem::path& path) {
   const std::string name = path.string();
-  std::ifstream in(path);
-  if (!in) throw InputError("cannot read " + name);
-  std::ostringstream text;
-  text << in.rdbuf();
+  const std::string text = ReadFileCapped(path, kMaxHistoryFileBytes, "history");
   Struct root;
-  const auto status = google::protobuf::util::JsonStringToMessage(text.str(), &root);
+  const auto status = google::protobuf::util::JsonStringToMessage(text, &root);
   if (!status.ok()) throw InputError(name + ": not valid JSON: " + status.ToString());
   const Reader r(name);
   RunHistory run;
   train::History& h = run.history;
 
-  if (auto it = root.fields().find("config");
-      it != root.fields().end() && it->second.kind_case() == Value::kStructValue) {
+  if (const Value* config = r.Find(root, "config"); config != nullptr) {
     std::string config_json;
-    google::protobuf::util::MessageToJsonString(it->second.struct_value(), &config_json);
+    google::protobuf::util::MessageToJsonString(r.Object(*config, "config"), &config_json);
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = true;
-    if (google::protobuf::util::JsonStringToMessage(config_json, &run.config, options).ok()) {
-      h.config_json = config_json;
+    const auto parsed =
+        google::protobuf::util::JsonStringToMessage(config_json, &run.config, options);
+    if (!parsed.ok()) {
+      throw InputError(name +
+                       ": config is not an epochal.v1.ExperimentConfig: " + parsed.ToString());
     }
+    // The diagnosis is replayed with the config's thresholds: they must be valid.
+    train::ValidateExperimentConfig(run.config, name + " (config)", nullptr);
+    h.config_json = config_json;
   }
-  if (auto ws = r.Optional(root, "world_size")) h.world_size = static_cast<int>(*ws);
+  if (auto ws = r.Optional(root, "world_size", "the top level")) {
+    if (*ws < 1 || *ws > std::numeric_limits<int>::max() || *ws != std::floor(*ws)) {
+      r.Fail("world_size", "must be a positive integer");
+    }
+    h.world_size = static_cast<int>(*ws);
+  }
 
-  const Value& epochs = r.Get(root, "epochs", "the top level");
-  for (int i = 0; i < epochs.list_value().values_size(); ++i) {
-    const Struct& e = epochs.list_value().values(i).struct_value();
+  const Value& epochs_value = r.Get(root, "epochs", "the top level");
+  if (epochs_value.kind_case() != Value::kListValue) {
+    r.Fail("epochs", std::string("is ") + KindName(epochs_value) + ", not a list");
+  }
+  const ListValue& epochs = epochs_value.list_value();
+  for (int i = 0; i < epochs.values_size(); ++i) {
     const std::string where = "epochs[" + std::to_string(i) + "]";
+    const Struct& e = r.Object(epochs.values(i), where);
     train::EpochRecord rec;
-    rec.epoch = static_cast<int>(r.Number(e, "epoch", where));
+    const double epoch = r.Number(e, "epoch", where);
+    if (epoch < 1 || epoch > std::numeric_limits<int>::max() || epoch != std::floor(epoch)) {
+      r.Fail(where + ".epoch", "must be a positive integer");
+    }
+    rec.epoch = static_cast<int>(epoch);
     rec.loss = r.Number(e, "loss", where);
     rec.accuracy = r.Number(e, "accuracy", where);
     rec.val_loss = r.Number(e, "val_loss", where);
     rec.val_accuracy = r.Number(e, "val_accuracy", where);
-    rec.seconds = r.Optional(e, "seconds").value_or(0.0);
-    rec.images_per_second = r.Optional(e, "images_per_second").value_or(0.0);
-    rec.lr = r.Optional(e, "lr").value_or(0.0);
-    rec.probe_train_loss = r.Optional(e, "probe_train_loss");
-    rec.probe_eval_loss = r.Optional(e, "probe_eval_loss");
-    rec.gap_timing = r.Optional(e, "gap_timing");
-    rec.gap_regularization = r.Optional(e, "gap_regularization");
-    rec.gap_data = r.Optional(e, "gap_data");
-    rec.aligned_train_loss = r.Optional(e, "aligned_train_loss");
-    rec.val_class_loss = r.Numbers(e, "val_class_loss");
-    rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy");
-    rec.probe_class_loss = r.Numbers(e, "probe_class_loss");
-    rec.probe_class_accuracy = r.Numbers(e, "probe_class_accuracy");
-    if (auto it = e.fields().find("dominant_term"); it != e.fields().end()) {
-      rec.dominant_term = it->second.string_value();
+    rec.seconds = r.Optional(e, "seconds", where).value_or(0.0);
+    rec.images_per_second = r.Optional(e, "images_per_second", where).value_or(0.0);
+    rec.lr = r.Optional(e, "lr", where).value_or(0.0);
+    rec.probe_train_loss = r.Optional(e, "probe_train_loss", where);
+    rec.probe_eval_loss = r.Optional(e, "probe_eval_loss", where);
+    rec.gap_timing = r.Optional(e, "gap_timing", where);
+    rec.gap_regularization = r.Optional(e, "gap_regularization", where);
+    rec.gap_data = r.Optional(e, "gap_data", where);
+    rec.aligned_train_loss = r.Optional(e, "aligned_train_loss", where);
+    rec.val_class_loss = r.Numbers(e, "val_class_loss", where);
+    rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy", where);
+    rec.probe_class_loss = r.Numbers(e, "probe_class_loss", where);
+    rec.probe_class_accuracy = r.Numbers(e, "probe_class_accuracy", where);
+    if (const Value* v = r.Find(e, "dominant_term");
+        v != nullptr && v->kind_case() != Value::kNullValue) {
+      rec.dominant_term = r.String(*v, where + ".dominant_term");
     }
-    if (auto it = e.fields().find("findings"); it != e.fields().end()) {
-      for (const Value& f : it->second.list_value().values())
-        rec.findings.push_back(f.string_value());
+    if (const ListValue* findings = r.List(e, "findings", where)) {
+      for (int k = 0; k < findings->values_size(); ++k) {
+        rec.findings.push_back(
+            r.String(findings->values(k), where + ".findings[" + std::to_string(k) + "]"));
+      }
     }
     h.epochs.push_back(std::move(rec));
   }
-  if (auto it = root.fields().find("batches"); it != root.fields().end()) {
-    for (const Value& v : it->second.list_value().values()) {
-      const Struct& b = v.struct_value();
-      h.batches.push_back({r.Optional(b, "epoch_progress").value_or(0.0),
-                           r.Optional(b, "loss").value_or(0.0), r.Optional(b, "lr").value_or(0.0)});
+  if (const ListValue* batches = r.List(root, "batches", "the top level")) {
+    for (int i = 0; i < batches->values_size(); ++i) {
+      const std::string where = "batches[" + std::to_string(i) + "]";
+      const Struct& b = r.Object(batches->values(i), where);
+      h.batches.push_back({r.Optional(b, "epoch_progress", where).value_or(0.0),
+                           r.Optional(b, "loss", where).value_or(0.0),
+                           r.Optional(b, "lr", where).value_or(0.0)});
     }
   }
   return run;

@@ -28,6 +28,8 @@ constexpr double kLegendPadding = 22.0;  // Between legend columns.
 constexpr int kMaxYIntervals = 6;
 constexpr double kPixelsPerXInterval = 70.0;
 constexpr double kRangeMargin = 0.02;  // Of the tick span, between data and the frame.
+// Axis ends stay within this, so that hi - lo is finite.
+constexpr double kMaxAxisValue = 1e307;
 
 constexpr const char* kGridColor = "#e3e3e3";
 constexpr const char* kFrameColor = "#8c8c8c";
@@ -488,6 +490,10 @@ PanelLayout LayoutPanel(const Chart& chart, double top, const Style& style) {
     layout.y.lo = std::min(layout.y.lo, y_margined.lo - y_margin);
     layout.y.hi = std::max(layout.y.hi, y_margined.hi + y_margin);
   }
+  // The data may reach +-1e308; the axis span must stay finite (NormalizeRange bounds
+  // the ticks, this bounds the margins), or every coordinate becomes NaN.
+  layout.y.lo = std::max(layout.y.lo, -kMaxAxisValue);
+  layout.y.hi = std::min(layout.y.hi, kMaxAxisValue);
   double label_width = 0.0;
   for (double t : layout.y.ticks) {
     label_width = std::max(label_width, TextWidth(FormatTick(t, ys.step), kTickSize));
@@ -512,6 +518,8 @@ PanelLayout LayoutPanel(const Chart& chart, double top, const Style& style) {
     layout.x.lo = std::min(layout.x.lo, x_data.lo - pad);
     layout.x.hi = std::max(layout.x.hi, x_data.hi + pad);
   }
+  layout.x.lo = std::max(layout.x.lo, -kMaxAxisValue);
+  layout.x.hi = std::min(layout.x.hi, kMaxAxisValue);
   layout.x.pixel_lo = layout.plot_left;
   layout.x.pixel_hi = layout.plot_left + layout.plot_width;
   layout.y.pixel_lo = layout.plot_top + layout.plot_height;

@@ -105,9 +105,31 @@ v1::Checkpoint ReadCheckpointFile(const fs::path& path) {
     throw CheckpointError(StrCat(
         path.string(), ": cannot read checkpoint: ", std::generic_category().message(errno)));
   }
-  std::ostringstream s;
-  s << in.rdbuf();
-  return DecodeCheckpoint(s.str(), path.string());
+  // The header says how long the file must be, so nothing is read past that (plus a
+  // little, to report trailing bytes): `/dev/zero` or a wrong multi-gigabyte file fails
+  // after its first 32 bytes rather than being read whole.
+  constexpr uint64_t kTrailingBytesReported = 1 << 16;
+  std::string bytes(kCheckpointHeaderBytes, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  uint64_t want = kCheckpointHeaderBytes;
+  if (bytes.size() == kCheckpointHeaderBytes &&
+      std::memcmp(bytes.data(), kCheckpointMagic, sizeof kCheckpointMagic) == 0 &&
+      Crc32c(std::string_view(bytes).substr(0, 28)) == static_cast<uint32_t>(GetLe(bytes, 28, 4))) {
+    const uint64_t length = GetLe(bytes, 16, 8);
+    if (length <= kCheckpointMaxPayload) want += length + kTrailingBytesReported;
+  }
+  // Whatever is wrong with a header that does not check out, DecodeCheckpoint names it.
+  char buffer[1 << 16];
+  while (bytes.size() < want && in) {
+    const uint64_t chunk = std::min<uint64_t>(sizeof buffer, want - bytes.size());
+    in.read(buffer, static_cast<std::streamsize>(chunk));
+    bytes.append(buffer, static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) {
+    throw CheckpointError(StrCat(path.string(), ": cannot read checkpoint: read error"));
+  }
+  return DecodeCheckpoint(bytes, path.string());
 }
 
 std::string StateDigest(const v1::Checkpoint& checkpoint) {

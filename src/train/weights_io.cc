@@ -1,5 +1,6 @@
 #include "epochal/train/weights_io.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +9,7 @@
 
 #include "epochal/core/atomic_file.h"
 #include "epochal/core/error.h"
+#include "epochal/core/file_read.h"
 #include "epochal/core/tensor.h"
 #include "epochal/v1/weights.pb.h"
 
@@ -43,12 +45,23 @@ void LoadWeights(nn::Model& model, const std::string& path) {
   if (std::filesystem::is_directory(path)) {
     throw InputError(path + ": is a directory, not a weights file");
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot read weights file " + path + ": " + Errno());
+  // Cap the read at what this model's tensors can take (float values plus protobuf's
+  // framing, which is far below the values themselves), so that a wrong path fails fast.
+  uint64_t values = 0;
+  for (nn::Parameter* p : model.parameters()) {
+    values += static_cast<uint64_t>(Shape(p->value.get_desc().dims()).NumElements());
+  }
+  for (nn::StateBuffer* s : model.state()) values += s->value.size();
+  const uint64_t cap = std::min<uint64_t>(kMaxProtobufFileBytes, 2 * sizeof(float) * values + kMiB);
+  const std::string bytes = ReadFileCapped(path, cap, "weights file");
   v1::ModelWeights w;
-  if (!w.ParseFromIstream(&in)) {
+  if (!w.ParseFromString(bytes)) {
     throw InputError(path + ": not a weights file (protobuf epochal.v1.ModelWeights expected)");
   }
+  LoadWeights(model, w, path);
+}
+
+void LoadWeights(nn::Model& model, const v1::ModelWeights& w, const std::string& path) {
   std::map<std::string, const v1::NamedTensor*> by_name;
   for (const auto& t : w.tensors()) by_name[t.name()] = &t;
   auto find = [&](const std::string& name, const std::vector<int64_t>& dims) {

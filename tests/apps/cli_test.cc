@@ -6,7 +6,11 @@
 // The contract under test: a user error (bad flag, bad config, bad data, unwritable output)
 // ends the run with exit status 2 or 1 and a message naming the offending flag or file,
 // never with a signal; a valid run exits 0 and leaves the run files behind.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -447,7 +451,7 @@ TEST_F(CliTest, EvaluateReproducesLastValidation) {
   EXPECT_TRUE(Contains(o.out, "ankle boot")) << o.out;
 
   // Without --limit-val the whole validation split is used.
-  const Outcome all = Evaluate({"--checkpoint", (out_dir() / "weights.pb").string()});
+  const Outcome all = Evaluate({"--weights", (out_dir() / "weights.pb").string()});
   ASSERT_TRUE(all.Succeeded()) << all.Describe();
   EXPECT_TRUE(Contains(all.out, "(16 samples)")) << all.out;
 }
@@ -612,6 +616,191 @@ TEST_F(CliTest, UnwritableRunFileFails) {
   // A directory where a run file goes: every write of weights.pb fails.
   fs::create_directories(out_dir() / "weights.pb");
   ExpectCleanFailure(Train({"--epochs", "1"}), {(out_dir() / "weights.pb").string()});
+}
+
+// ---------------------------------------------------------------------------------------
+// Input validation (issue 14). Every run is bounded by RunEpochal's timeout, so an
+// unbounded read or a hang fails the test instead of stalling CI.
+
+// The reference config with the first `from` replaced by `to`, written to the scratch
+// directory.
+fs::path EditedConfig(const fs::path& dir, const std::string& from, const std::string& to) {
+  std::string text = ReadFile(ConfigPath());
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  const fs::path path = dir / "edited.textproto";
+  WriteFile(path, text);
+  return path;
+}
+
+// Item 7: endless files fail at once, naming the file and the cap.
+TEST_F(CliTest, ConfigFromDevZeroFailsNamingTheCap) {
+  ExpectCleanFailure(Run({"train", "--config", "/dev/zero"}),
+                     {"/dev/zero: config is larger than its limit of 1 MiB"}, 2);
+}
+
+TEST_F(CliTest, ResumeFromDevZeroFailsAtTheHeader) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--resume", "/dev/zero"}),
+                     {"--resume: /dev/zero: not a good checkpoint: wrong magic"}, 2);
+}
+
+TEST_F(CliTest, ControlTokenFileFromDevZeroFailsNamingTheCap) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--no-scan", "--control-port", "0",
+                            "--control-token-file", "/dev/zero"}),
+                     {"/dev/zero: token file is larger than its limit of 64 KiB"});
+}
+
+TEST_F(CliTest, WeightsFromDevZeroFailNamingTheCap) {
+  ExpectCleanFailure(Evaluate({"--weights", "/dev/zero"}),
+                     {"/dev/zero: weights file is larger than its limit of"});
+}
+
+// Item 7: a model too large for memory is refused before anything is allocated, with
+// the estimate, the largest layer and the flag that raises the limit.
+TEST_F(CliTest, HugeModelIsRefusedBeforeAllocating) {
+  const fs::path config = EditedConfig(tmp_.path(), "filters: 32", "filters: 100000");
+  const Outcome o = Run({"train", "--config", config.string(), "--data-dir", data_dir().string(),
+                         "--out", out_dir().string(), "--threads", "1"});
+  ExpectCleanFailure(o,
+                     {config.string() + ": the model needs about ",
+                      "model.layers[0] (\"conv1_1\", conv) with 78.4 M values per sample",
+                      "above the limit of 8 GiB", "--max-model-memory"},
+                     2);
+  EXPECT_FALSE(fs::exists(out_dir() / "weights.pb"));
+}
+
+TEST_F(CliTest, MaxModelMemoryFlagSetsTheLimit) {
+  ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "1M"}),
+                     {"above the limit of 1 MiB"}, 2);
+  ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "lots"}),
+                     {"--max-model-memory expects a size in bytes"}, 2);
+  ExpectCleanFailure(Train({"--epochs", "1", "--max-model-memory", "-1G"}),
+                     {"--max-model-memory expects a size in bytes"}, 2);
+}
+
+// Item 11: the metrics address is parsed strictly.
+TEST_F(CliTest, MetricsBindMustBeANumericAddress) {
+  for (const char* bad : {"999.1.1.1", "1.2.3", "localhost ", "::g"}) {
+    ExpectCleanFailure(Train({"--epochs", "1", "--metrics-port", "0", "--metrics-bind", bad}),
+                       {std::string("--metrics-bind '") + bad + "' is not a numeric IPv4 or IPv6"},
+                       2);
+  }
+}
+
+// Item 12: `epochal report` on a damaged history fails and leaves the plots alone.
+TEST_F(CliTest, ReportRefusesAMistypedHistoryAndKeepsThePlots) {
+  ASSERT_TRUE(Train({"--epochs", "1", "--batch-size", "16", "--no-scan"}).Succeeded());
+  const std::string plot = ReadFile(out_dir() / "loss_shift.svg");
+  const std::string gap = ReadFile(out_dir() / "gap.svg");
+  ASSERT_FALSE(plot.empty());
+  const std::string good = ReadFile(out_dir() / "history.json");
+  ASSERT_TRUE(Run({"report", out_dir().string()}).Succeeded());
+
+  struct Case {
+    std::string from, to, message;
+  };
+  const std::vector<Case> cases = {
+      {"\"epochs\": [", "\"epochs\": \"many\", \"was\": [", "epochs is a string, not a list"},
+      {"\"epoch\": 1,", "\"epoch\": \"1\",", "epochs[0].epoch is a string, not a number"},
+      {"\"epoch\": 1,", "\"epoch\": 0.5,", "epochs[0].epoch must be a positive integer"},
+      {"\"val_loss\": ", "\"val_loss\": true, \"was\": ",
+       "epochs[0].val_loss is a boolean, not a number"},
+  };
+  for (const Case& c : cases) {
+    std::string bad = good;
+    const size_t at = bad.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    bad.replace(at, c.from.size(), c.to);
+    WriteFile(out_dir() / "history.json", bad);
+    ExpectCleanFailure(Run({"report", out_dir().string()}),
+                       {(out_dir() / "history.json").string() + ": " + c.message}, 2);
+    EXPECT_EQ(ReadFile(out_dir() / "loss_shift.svg"), plot) << c.message;
+    EXPECT_EQ(ReadFile(out_dir() / "gap.svg"), gap) << c.message;
+  }
+}
+
+TEST_F(CliTest, ReportOnAHugeLossWritesNoNan) {
+  fs::create_directories(out_dir());
+  WriteFile(out_dir() / "history.json", std::string(R"({"epochs": [
+  {"epoch": 1, "loss": 1e308, "accuracy": 0.1, "val_loss": 1e308, "val_accuracy": 0.1,
+   "probe_train_loss": 1e308, "probe_eval_loss": -1e308, "gap_timing": 1e308,
+   "gap_regularization": -1e308, "gap_data": 1e308},
+  {"epoch": 2, "loss": 2.5, "accuracy": 0.2, "val_loss": 1.5, "val_accuracy": 0.3}
+], "batches": [{"epoch_progress": 0.5, "loss": 1e308, "lr": 0.01},
+               {"epoch_progress": 1.0, "loss": -1e308, "lr": 0.01}]})"));
+  const Outcome o = Run({"report", out_dir().string()});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  for (const char* name : {"loss_shift.svg", "gap.svg"}) {
+    const std::string svg = ReadFile(out_dir() / name);
+    ASSERT_FALSE(svg.empty()) << name;
+    EXPECT_FALSE(Contains(svg, "nan")) << name << ":\n" << svg;
+    EXPECT_FALSE(Contains(svg, "inf")) << name << ":\n" << svg;
+  }
+}
+
+// Unclear errors made clear.
+TEST_F(CliTest, DropLastWithABatchLargerThanTheSetSaysSo) {
+  const fs::path config = EditedConfig(tmp_.path(), "seed: 42", "seed: 42 drop_last: true");
+  const Outcome o = Run({"train", "--config", config.string(), "--data-dir", data_dir().string(),
+                         "--out", out_dir().string(), "--threads", "1", "--batch-size", "100"});
+  ExpectCleanFailure(o,
+                     {"training.drop_last: the global batch of 100 samples is larger than the 64 "
+                      "training samples"},
+                     2);
+  EXPECT_FALSE(Contains(o.err, "ProgressBar")) << o.err;
+}
+
+TEST_F(CliTest, UnknownAllreduceProgressNamesTheFlag) {
+  const Outcome o = Train({"--epochs", "1", "--allreduce-progress", "turbo"});
+  ExpectCleanFailure(o, {"--allreduce-progress must be auto, poll or thread, got 'turbo'"}, 2);
+  EXPECT_FALSE(Contains(o.err, "checkpoint flags")) << o.err;
+}
+
+TEST_F(CliTest, ControlPortInUseIsOneClearLine) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  const Outcome o = Train({"--epochs", "1", "--no-scan", "--control-port", port});
+  ::close(fd);
+  ExpectCleanFailure(o, {"cannot serve the control plane on 127.0.0.1:" + port});
+  // Nothing of gRPC's own log: no JSON error blob, no source file names.
+  EXPECT_FALSE(Contains(o.err, "{")) << o.err;
+  EXPECT_FALSE(Contains(o.err, ".cc:")) << o.err;
+}
+
+TEST_F(CliTest, CtlWithAnEmptyTargetSaysWhatATargetIs) {
+  for (const char* target : {"", "127.0.0.1", "host:port", ":50051", "127.0.0.1:70000"}) {
+    const Outcome o = Run({"ctl", "--target", target, "--timeout", "5", "status"});
+    ExpectCleanFailure(o, {"--target must be HOST:PORT"}, 2);
+    EXPECT_FALSE(Contains(o.err, "grpc")) << o.err;
+    EXPECT_FALSE(Contains(o.err, ".cc:")) << o.err;
+  }
+}
+
+TEST_F(CliTest, EvaluateReadsTheWeightsOfACheckpoint) {
+  ASSERT_TRUE(Train({"--epochs", "1", "--batch-size", "16", "--no-scan"}).Succeeded());
+  // 64 samples / 16 = 4 steps: the epoch-end checkpoint of step 4 holds weights.pb's weights.
+  const fs::path checkpoint = out_dir() / "checkpoints" / "ckpt-0000000004-b.epck";
+  ASSERT_TRUE(fs::is_regular_file(checkpoint));
+  const Outcome from_weights = Evaluate({"--weights", (out_dir() / "weights.pb").string()});
+  ASSERT_TRUE(from_weights.Succeeded()) << from_weights.Describe();
+  const Outcome from_checkpoint = Evaluate({"--checkpoint", checkpoint.string()});
+  ASSERT_TRUE(from_checkpoint.Succeeded()) << from_checkpoint.Describe();
+  EXPECT_EQ(from_checkpoint.out, from_weights.out);
+  // A weights file is not a checkpoint: the message says which flag takes it.
+  ExpectCleanFailure(Evaluate({"--checkpoint", (out_dir() / "weights.pb").string()}),
+                     {"not a good checkpoint", "a weights.pb goes with --weights"}, 2);
+  ExpectCleanFailure(Evaluate({"--checkpoint", checkpoint.string(), "--weights",
+                               (out_dir() / "weights.pb").string()}),
+                     {"give one of --weights FILE"}, 2);
 }
 
 }  // namespace

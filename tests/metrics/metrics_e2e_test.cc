@@ -200,7 +200,7 @@ TEST(MetricsEndToEnd, BadMetricsFlagsAndABusyPortAreStartupErrors) {
   EXPECT_TRUE(test::Contains(o.err, "--metrics-port must be at most 65535")) << o.err;
   o = run({"--metrics-port", "0", "--metrics-auth-file", (dir.path() / "missing").string()});
   EXPECT_EQ(o.code, 2) << o.Describe();
-  EXPECT_TRUE(test::Contains(o.err, "cannot be read")) << o.err;
+  EXPECT_TRUE(test::Contains(o.err, "cannot read --metrics-auth-file")) << o.err;
   // A port something else listens on.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

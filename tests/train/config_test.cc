@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -360,7 +361,7 @@ TEST(ConfigValidationTest, LayerRangesAreChecked) {
   EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 0")).find("model.layers[0].conv.kernel: "),
             std::string::npos);
   EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 3 stride: -1"))
-                .find("model.layers[0].conv.stride: must be >= 0 (got -1)"),
+                .find("model.layers[0].conv.stride: must be > 0 (got -1)"),
             std::string::npos);
   EXPECT_NE(ParseError(Edited("kernel: 3", "kernel: 3 pad: -1")).find("model.layers[0].conv.pad: "),
             std::string::npos);
@@ -373,7 +374,7 @@ TEST(ConfigValidationTest, LayerRangesAreChecked) {
             std::string::npos);
   const std::string bn = "layers { name: \"bn\" batch_norm { epsilon: -1 momentum: 1.5 } }";
   const std::string error = ParseError(Edited("layers { relu {} }", bn));
-  EXPECT_NE(error.find("model.layers[1].batch_norm.epsilon: must be finite and >= 0 (got -1)"),
+  EXPECT_NE(error.find("model.layers[1].batch_norm.epsilon: must be finite and > 0 (got -1)"),
             std::string::npos)
       << error;
   EXPECT_NE(error.find("model.layers[1].batch_norm.momentum: must be in [0, 1) (got 1.5)"),
@@ -431,6 +432,235 @@ TEST(ConfigValidationTest, WithoutLocationsMessagesNameTheSource) {
   EXPECT_NO_THROW(ValidateExperimentConfig(ParseExperimentConfig(kMinimal, kSource), "", nullptr));
 }
 
+// ---------------------------------------------------------------------------------------
+// Zeros are values (issue 14, item 8): where the schema says a value is positive, an
+// explicit 0 is an error at its line, and only an absent field takes the default.
+
+TEST(ConfigZeroTest, ExplicitZerosWhereTheSchemaSaysPositiveAreRejectedAtTheirLine) {
+  struct Case {
+    std::string from, to, token, message;
+  };
+  const std::vector<Case> cases = {
+      {"epochs: 2", "epochs: 0", "epochs", "training.epochs: must be > 0 (got 0)"},
+      {"batch_size: 8", "batch_size: 0", "batch_size", "training.batch_size: must be > 0 (got 0)"},
+      {"learning_rate: 0.05", "learning_rate: 0", "learning_rate",
+       "optimizer.learning_rate: must be finite and > 0 (got 0)"},
+      {"kernel: 3", "kernel: 3 stride: 0", "stride",
+       "model.layers[0].conv.stride: must be > 0 (got 0)"},
+      {"pool: 2", "pool: 2 stride: 0", "stride",
+       "model.layers[2].max_pool.stride: must be > 0 (got 0)"},
+      {"layers { relu {} }", "layers { batch_norm { epsilon: 0 } }", "epsilon",
+       "model.layers[1].batch_norm.epsilon: must be finite and > 0 (got 0)"},
+  };
+  for (const Case& c : cases) {
+    const std::string text = Edited(c.from, c.to);
+    EXPECT_EQ(ParseError(text), PrefixOf(text, c.token) + c.message) << c.to;
+  }
+}
+
+TEST(ConfigZeroTest, AbsentFieldsStillTakeTheirDefaults) {
+  std::string text = Edited("training { epochs: 2 batch_size: 8 seed: 7 }", "training { seed: 7 }");
+  text.replace(text.find("learning_rate: 0.05 "), 20, "");
+  text.replace(text.find("layers { relu {} }"), 18, "layers { batch_norm {} }");
+  const v1::ExperimentConfig config = ParseExperimentConfig(text, kSource);
+  EXPECT_EQ(config.training().epochs(), 25);
+  EXPECT_EQ(config.training().batch_size(), 32);
+  EXPECT_FLOAT_EQ(config.optimizer().learning_rate(), 0.01f);
+  EXPECT_FLOAT_EQ(config.model().layers(1).batch_norm().epsilon(), 1e-3f);
+  EXPECT_FLOAT_EQ(config.model().layers(1).batch_norm().momentum(), 0.99f);
+  EXPECT_EQ(config.model().layers(0).conv().stride(), 1);
+  EXPECT_EQ(config.model().layers(2).max_pool().stride(), 2);
+}
+
+TEST(ConfigZeroTest, BatchNormMomentumZeroIsAValueNotTheDefault) {
+  const v1::ExperimentConfig config = ParseExperimentConfig(
+      Edited("layers { relu {} }", "layers { batch_norm { momentum: 0 } }"), kSource);
+  EXPECT_TRUE(config.model().layers(1).batch_norm().has_momentum());
+  EXPECT_EQ(config.model().layers(1).batch_norm().momentum(), 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------
+// The analysis section (item 9): every threshold is checked at load, with its line.
+
+TEST(ConfigAnalysisTest, NonFiniteAndNegativeThresholdsAreRejectedAtTheirLine) {
+  struct Case {
+    std::string field, value, message;
+  };
+  const std::vector<Case> cases = {
+      {"term_threshold", "nan", "must be finite and >= 0 (got nan)"},
+      {"term_threshold", "-0.1", "must be finite and >= 0 (got -0.1)"},
+      {"overfit_threshold", "inf", "must be finite and >= 0 (got inf)"},
+      {"overfit_rise", "-1", "must be finite and >= 0 (got -1)"},
+      {"over_regularized_ratio", "inf", "must be finite and >= 0 (got inf)"},
+      {"leakage_fraction", "-5", "must be in [0, 1] (got -5)"},
+      {"leakage_fraction", "nan", "must be in [0, 1] (got nan)"},
+      {"near_rmse", "nan", "must be in [0, 1] (got nan)"},
+      {"near_rmse", "2", "must be in [0, 1] (got 2)"},
+      {"probe_samples", "-3", "must be >= 0 (got -3)"},
+  };
+  for (const Case& c : cases) {
+    const std::string text =
+        std::string(kMinimal) + "analysis {\n  " + c.field + ": " + c.value + "\n}\n";
+    EXPECT_EQ(ParseError(text), PrefixOf(text, c.field) + "analysis." + c.field + ": " + c.message)
+        << c.field << ": " << c.value;
+  }
+}
+
+TEST(ConfigAnalysisTest, ValidThresholdsAndZeroProbesAreAccepted) {
+  const std::string text = std::string(kMinimal) +
+                           "analysis { probe_samples: 0 term_threshold: 0 overfit_threshold: 0.1 "
+                           "overfit_rise: 0 over_regularized_ratio: 2 leakage_fraction: 1 "
+                           "near_rmse: 0 }\n";
+  const v1::ExperimentConfig config = ParseExperimentConfig(text, kSource);
+  EXPECT_EQ(config.analysis().probe_samples(), 0);
+  EXPECT_FLOAT_EQ(config.analysis().leakage_fraction(), 1.0f);
+}
+
+// ---------------------------------------------------------------------------------------
+// The layer stack with shapes (item 10): the first layer that cannot take its input is
+// named with its index, name and line, before anything is allocated.
+
+TEST(ConfigShapeTest, DenseWithoutFlattenIsRejectedAtTheDenseLayer) {
+  const std::string text = Edited("layers { flatten {} }\n", "");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "dense {") +
+                "model.layers[4].dense: layer 4 (\"fc\"): a dense layer needs a flat input, but "
+                "its input is 2x2x2; add a flatten layer before it");
+}
+
+TEST(ConfigShapeTest, ConvAfterDenseIsRejectedAtTheConv) {
+  const std::string text =
+      Edited("layers { name: \"drop\"",
+             "layers { name: \"late\" conv { filters: 2 kernel: 1 } }\n  layers { name: \"drop\"");
+  const std::string error = ParseError(text);
+  EXPECT_EQ(error, PrefixOf(text, "conv { filters: 2 kernel: 1") +
+                       "model.layers[4].conv: layer 4 (\"late\"): a conv needs a channels x height "
+                       "x width input, but its input is 8 features (a conv must come before "
+                       "flatten and dense layers)");
+}
+
+TEST(ConfigShapeTest, KernelOrPoolLargerThanTheInputIsRejected) {
+  const std::string conv = Edited("kernel: 3 padding: \"same\"", "kernel: 5 padding: \"valid\"");
+  EXPECT_NE(ParseError(conv).find("model.layers[0].conv: layer 0 (\"conv\"): kernel 5 does not fit "
+                                  "its input is 1x4x4"),
+            std::string::npos)
+      << ParseError(conv);
+  const std::string pool = Edited("pool: 2", "pool: 5");
+  EXPECT_NE(ParseError(pool).find("model.layers[2].max_pool: layer 2 (\"pool\"): pool 5 does not "
+                                  "fit its input is 2x4x4"),
+            std::string::npos)
+      << ParseError(pool);
+}
+
+TEST(ConfigShapeTest, LossNeedsNumClassesFlatValues) {
+  // No flatten and no dense: the loss gets an image.
+  std::string text = Edited("layers { flatten {} }\n", "");
+  text.replace(text.find("  layers { name: \"fc\" dense { units: 3 } }\n"), 42, "");
+  const std::string error = ParseError(text);
+  EXPECT_NE(error.find("softmax_cross_entropy needs num_classes = 3 values per sample, but its "
+                       "input is 2x2x2 (add flatten and dense layers before it)"),
+            std::string::npos)
+      << error;
+  // A flatten straight into the loss works only when it gives num_classes values.
+  const std::string flat = Edited("  layers { name: \"fc\" dense { units: 3 } }\n", "");
+  EXPECT_NE(ParseError(flat).find("but its input is 8 features"), std::string::npos)
+      << ParseError(flat);
+}
+
+TEST(ConfigShapeTest, TheReferenceModelPasses) {
+  EXPECT_NO_THROW(
+      LoadExperimentConfig(EPOCHAL_SOURCE_DIR "/configs/fashion_mnist_minivggnet.textproto"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory estimate (item 7).
+
+TEST(ConfigMemoryTest, ReferenceModelIsFarBelowTheDefaultLimit) {
+  const v1::ExperimentConfig config =
+      LoadExperimentConfig(EPOCHAL_SOURCE_DIR "/configs/fashion_mnist_minivggnet.textproto");
+  const ModelMemoryEstimate e = EstimateModelMemory(config);
+  // MiniVGGNet: about 1.67 M parameters.
+  EXPECT_GT(e.parameters, 1.5e6);
+  EXPECT_LT(e.parameters, 1.8e6);
+  EXPECT_LT(e.bytes, kDefaultMaxModelMemoryBytes / 16);
+  EXPECT_NO_THROW(CheckModelMemory(config, kDefaultMaxModelMemoryBytes, "x"));
+}
+
+TEST(ConfigMemoryTest, HugeConvIsRefusedNamingTheLayerAndTheFlag) {
+  const v1::ExperimentConfig config =
+      ParseExperimentConfig(Edited("input { channels: 1 height: 4 width: 4 }",
+                                   "input { channels: 1 height: 28 width: 28 }"),
+                            kSource);
+  v1::ExperimentConfig huge = config;
+  huge.mutable_model()->mutable_layers(0)->mutable_conv()->set_filters(100000);
+  huge.mutable_training()->set_batch_size(32);
+  // Validation alone accepts it (the layer stack is sound)...
+  EXPECT_NO_THROW(ValidateExperimentConfig(huge, kSource, nullptr));
+  // ... the estimate refuses it: 100000 x 28 x 28 values per sample.
+  try {
+    CheckModelMemory(huge, kDefaultMaxModelMemoryBytes, kSource);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_TRUE(StartsWith(message, std::string(kSource) + ": the model needs about ")) << message;
+    EXPECT_NE(message.find("model.layers[0] (\"conv\", conv) with 78.4 M values per sample"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("above the limit of 8 GiB"), std::string::npos) << message;
+    EXPECT_NE(message.find("--max-model-memory"), std::string::npos) << message;
+  }
+  // A higher limit lets it through.
+  EXPECT_NO_THROW(CheckModelMemory(huge, 1e15, kSource));
+}
+
+// ---------------------------------------------------------------------------------------
+// Strings must be UTF-8 (item 1, the load-time part).
+
+TEST(ConfigUtf8Test, InvalidUtf8InANameIsRejectedAtItsLine) {
+  const std::string text = Edited("name: \"minimal\"", "name: \"min\xFF\xFEimal\"");
+  EXPECT_EQ(ParseError(text),
+            PrefixOf(text, "name:") + "name: is not valid UTF-8 (byte 3 is 0xFF)");
+  const std::string layer = Edited("name: \"conv\"", "name: \"co\xC0\xAFnv\"");  // overlong "/"
+  EXPECT_EQ(ParseError(layer), PrefixOf(layer, "name: \"co") +
+                                   "model.layers[0].name: is not valid UTF-8 (byte 2 is 0xC0)");
+}
+
+TEST(ConfigUtf8Test, InvalidUtf8InAClassNameIsRejectedAtItsLine) {
+  const std::string text =
+      Edited("num_classes: 3",
+             "num_classes: 3\n  class_names: \"a\"\n  class_names: \"\xFF\xFE\"\n"
+             "  class_names: \"c\"");
+  EXPECT_EQ(ParseError(text), PrefixOf(text, "class_names: \"\xFF") +
+                                  "model.class_names[1]: is not valid UTF-8 (byte 0 is 0xFF)");
+}
+
+TEST(ConfigUtf8Test, ValidMultiByteUtf8IsAccepted) {
+  const v1::ExperimentConfig config = ParseExperimentConfig(
+      Edited("name: \"minimal\"",
+             "name: \"T-shirt \xC3\xA9t\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x91\x95\""),
+      kSource);
+  EXPECT_EQ(config.name(), "T-shirt \xC3\xA9t\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x91\x95");
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads are capped (item 7).
+
+TEST(ConfigLoadTest, EndlessFileFailsAtOnceNamingTheCap) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string error = LoadError("/dev/zero");
+  EXPECT_EQ(error, "/dev/zero: config is larger than its limit of 1 MiB; is this the right file?");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+}
+
+TEST(ConfigLoadTest, OversizedFileIsRejectedBeforeReading) {
+  TempDir dir;
+  const std::string path =
+      dir.Write("big.textproto", std::string(kMinimal) + std::string(1024 * 1024, '\n'));
+  EXPECT_EQ(LoadError(path), path +
+                                 ": config is larger than its limit of 1 MiB; is this the "
+                                 "right file?");
+}
+
 TEST(ConfigDefaultsTest, UnsetFieldsGetTheDocumentedDefaults) {
   const std::string text =
       "model {\n"
@@ -442,10 +672,8 @@ TEST(ConfigDefaultsTest, UnsetFieldsGetTheDocumentedDefaults) {
       "  layers { flatten {} }\n"
       "  layers { dense { units: 3 } }\n"
       "  layers { softmax_cross_entropy {} }\n"
-      "}\n"
-      "training { batch_size: 0 }\n";
+      "}\n";
   const v1::ExperimentConfig config = ParseExperimentConfig(text, kSource);
-  // An explicit 0 cannot be told from an unset field in proto3: both mean the default.
   EXPECT_EQ(config.training().batch_size(), 32);
   EXPECT_EQ(config.training().epochs(), 25);
   EXPECT_EQ(config.training().seed(), 0u);

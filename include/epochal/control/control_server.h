@@ -36,6 +36,11 @@ struct ServerOptions {
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopback(const std::string& host);
 
+// Sends gRPC's own log lines (a JSON error blob for a port in use, resolver details) to
+// the debug log, so that users see epochal's message about the failure, not gRPC's
+// internals. Idempotent; call before the first gRPC object is made.
+void RouteGrpcLogsToDebug();
+
 // Throws InputError for inconsistent options: half a TLS pair, a client CA without TLS,
 // a token without TLS on a non-loopback address.
 void ValidateServerOptions(const ServerOptions& options);

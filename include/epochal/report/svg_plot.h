@@ -110,9 +110,15 @@ struct Axis {
   double pixel_lo = 0.0;
   double pixel_hi = 1.0;
 
+  // Values far outside [lo, hi] (a loss of 1e308, a bar stacked past the largest double)
+  // land a few plot sizes beyond the frame, never at an infinite or NaN coordinate.
   double ToPixel(double value) const {
-    return pixel_lo + (value - lo) / (hi - lo) * (pixel_hi - pixel_lo);
+    double fraction = (value - lo) / (hi - lo);
+    if (!(fraction >= -kFarOutside)) fraction = -kFarOutside;
+    if (fraction > 1.0 + kFarOutside) fraction = 1.0 + kFarOutside;
+    return pixel_lo + fraction * (pixel_hi - pixel_lo);
   }
+  static constexpr double kFarOutside = 10.0;
 };
 
 // Where a panel's parts go; RenderSvg draws exactly this.

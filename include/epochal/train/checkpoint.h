@@ -36,8 +36,9 @@ namespace epochal::train {
 inline constexpr char kCheckpointMagic[8] = {'E', 'P', 'O', 'C', 'H', 'C', 'K', 'P'};
 inline constexpr uint32_t kCheckpointVersion = 1;
 inline constexpr size_t kCheckpointHeaderBytes = 32;
-// A payload larger than this is taken for a corrupt length field.
-inline constexpr uint64_t kCheckpointMaxPayload = uint64_t{1} << 34;
+// A payload larger than this is taken for a corrupt length field: protobuf cannot parse
+// a message of 2 GiB or more, so no checkpoint can be larger.
+inline constexpr uint64_t kCheckpointMaxPayload = (uint64_t{1} << 31) - 1;
 
 // A file that is not a good checkpoint: the message names the file and what is wrong.
 class CheckpointError : public InputError {
