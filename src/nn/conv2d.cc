@@ -48,21 +48,19 @@ class Conv2DPlan final : public LayerPlan {
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::convolution_forward(fwd_pd_);
 
-    if (!layer.weights_.value) {
+    auto make_parameters = [&](const memory::desc& master_md) {
       layer.in_channels_ = src_dims[1];
-      const memory::desc master_md =
-          bf16 ? WithDataType(fwd_pd_.weights_desc(), dt::f32) : fwd_pd_.weights_desc();
       layer.weights_.value = ZeroedMemory(master_md, ctx.engine);
       layer.weights_.grad = ZeroedMemory(master_md, ctx.engine);
       if (o.bias) {
         layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
         layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
       }
-    }
-    EPOCHAL_CHECK(layer.in_channels_ == src_dims[1], layer.name(), ": channel count changed");
+    };
+    // f32 keeps the weights in the forward's layout; bf16 in the f32 layout that
+    // backward-weights writes (below), so no step reorders the f32 gradient.
+    if (!layer.weights_.value && !bf16) make_parameters(fwd_pd_.weights_desc());
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
-    weights_fwd_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     // Backward: the ReLU's derivative from the saved dst, then data and weights.
@@ -84,6 +82,10 @@ class Conv2DPlan final : public LayerPlan {
         AnyDesc(dst_dims, op_dt), strides, pad_l, pad_r);
     bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(bwd_w_desc, ctx.engine, fwd_pd_);
     bwd_w_ = dnnl::convolution_backward_weights(bwd_w_pd_);
+    if (!layer.weights_.value) make_parameters(bwd_w_pd_.diff_weights_desc());
+    EPOCHAL_CHECK(layer.in_channels_ == src_dims[1], layer.name(), ": channel count changed");
+    weights_fwd_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
     // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data

@@ -32,19 +32,18 @@ class DensePlan final : public LayerPlan {
                                                AnyDesc(w_dims, op_dt), bias_md, AnyDesc(dst_dims));
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
-    if (!layer.weights_.value) {
+    auto make_parameters = [&](const memory::desc& master_md) {
       layer.in_features_ = in_features;
-      const memory::desc master_md =
-          bf16_ ? WithDataType(fwd_pd_.weights_desc(), dt::f32) : fwd_pd_.weights_desc();
       layer.weights_.value = ZeroedMemory(master_md, ctx.engine);
       layer.weights_.grad = ZeroedMemory(master_md, ctx.engine);
       layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
       layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
-    }
-    EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
+    };
+    // f32 keeps the weights in the forward's layout; bf16 in the f32 layout that
+    // backward-weights writes (below), so no step reorders the f32 gradient: the one
+    // pass per step is the forward's f32-to-bf16 conversion, which is needed anyway.
+    if (!layer.weights_.value && !bf16_) make_parameters(fwd_pd_.weights_desc());
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
-    weights_fwd_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
@@ -75,6 +74,10 @@ class DensePlan final : public LayerPlan {
         bf16_ ? AnyDesc(dst_dims, op_dt) : memory::desc(fwd_pd_.dst_desc()));
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(w_desc, ctx.engine, fwd_pd_);
     bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
+    if (!layer.weights_.value) make_parameters(bwd_w_pd_.diff_weights_desc());
+    EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
+    weights_fwd_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
     // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data

@@ -17,13 +17,6 @@ dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type) {
   return dnnl::memory::desc(dims, type, tag::any);
 }
 
-dnnl::memory::desc WithDataType(const dnnl::memory::desc& md, dt type) {
-  EPOCHAL_CHECK(md.data.format_kind == dnnl_blocked, "layout is not blocked");
-  dnnl_memory_desc_t d = md.data;
-  d.data_type = static_cast<dnnl_data_type_t>(type);
-  return dnnl::memory::desc(d);
-}
-
 dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine) {
   dnnl::memory m(md, engine);
   std::memset(m.get_data_handle(), 0, md.get_size());

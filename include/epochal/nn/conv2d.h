@@ -2,7 +2,8 @@
 // backward runs eltwise_relu_use_dst_for_bwd on the saved dst). Weights live in the
 // layout the forward primitive prefers (blocked on AVX2/AVX-512), so no reorder runs
 // on the hot path for the training batch size. In bf16 the f32 master weights use the
-// bf16 primitive's layout, so the per-step conversion is a straight pass.
+// layout backward-weights writes its f32 gradient in; the forward converts them to bf16
+// once a step.
 #pragma once
 
 #include <optional>

@@ -25,9 +25,6 @@ struct DnnlContext {
 dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims);
 // The same dims with format_tag::any, letting a primitive choose its layout.
 dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type = dt::f32);
-// `md`'s dims and layout with another element type (an f32 master copy of bf16 weights
-// in the very layout the bf16 primitive reads, so converting it is a plain pass).
-dnnl::memory::desc WithDataType(const dnnl::memory::desc& md, dt type);
 // A new CPU memory of `md`, zero-filled: blocked layouts pad channels to the block size,
 // and oneDNN primitives expect those padding elements to be zero.
 dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine);
