@@ -148,6 +148,9 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("allreduce-progress", "MODE",
           "how all-reduces advance during backward: auto (= poll), poll or thread",
           "config's, else auto");
+  f.Value("precision", "MODE",
+          "conv and dense arithmetic: auto (bf16 where oneDNN has native bf16), f32 or bf16",
+          "config's, else f32");
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);
@@ -171,6 +174,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (auto v = f.Get("allreduce-progress")) {
       config.mutable_training()->set_allreduce_progress(*v);
     }
+    if (auto v = f.Get("precision")) config.mutable_training()->set_precision(*v);
     ApplyCheckpointFlags(f, &config);
     train::ValidateExperimentConfig(config, "command-line checkpoint flags", nullptr);
     if (comm.is_root()) {
@@ -275,9 +279,15 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("probe",
            "also evaluate the training probe (both modes) and print the regularization and "
            "data terms of the loss gap for these weights");
+  f.Value("precision", "MODE", "conv and dense arithmetic: auto, f32 or bf16",
+          "config's, else f32");
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
-  const v1::ExperimentConfig config = LoadConfig(f);
+  v1::ExperimentConfig config = LoadConfig(f);
+  if (auto v = f.Get("precision")) {
+    config.mutable_training()->set_precision(*v);
+    train::ValidateExperimentConfig(config, "--precision", nullptr);
+  }
   const auto weights = f.Get("weights") ? f.Get("weights") : f.Get("checkpoint");
   if (!weights) throw InputError("--weights FILE (or --checkpoint FILE) is required");
   const data::Dataset val_set = LoadSplit(config, false);
