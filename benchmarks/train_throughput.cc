@@ -1,11 +1,13 @@
 // epochal_bench: how fast and how lean one training step of a model is on this machine.
 //
 // In one run it prints
-//   1. the oneDNN sgemm peak (best GFLOP/s of dnnl_sgemm over square sizes), the
-//      yardstick for what the CPU can do with the same threads;
+//   1. the oneDNN sgemm peak (best GFLOP/s of dnnl_sgemm over square sizes), and the
+//      oneDNN matmul peak in the run's precision (f32, or bf16 operands with f32
+//      results): the yardsticks for what the CPU can do with the same threads;
 //   2. the model's forward and training FLOPs per image (Model::*FlopsPerSample);
 //   3. training throughput: images/s, ms/step, achieved GFLOP/s and its ratio to the
-//      sgemm peak, with the step split into data, forward, backward and optimizer;
+//      sgemm peak and to the matmul peak of the same precision, with the step split
+//      into data, forward, backward and optimizer;
 //   4. a per-layer forward/backward breakdown (separate plans on the model's layers);
 //   5. the peak resident set size (VmHWM) against the 1 GiB target.
 // --json adds one machine-readable line with every figure. docs/benchmarks.md explains
@@ -44,6 +46,7 @@
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/nn/layer.h"
 #include "epochal/nn/model.h"
+#include "epochal/nn/precision.h"
 #include "epochal/optim/sgd.h"
 #include "epochal/v1/config.pb.h"
 
@@ -76,12 +79,14 @@ struct Options {
   bool per_layer = true;
   bool sgemm = true;
   bool json = false;
+  std::string precision = "f32";  // auto, f32 or bf16 (nn/precision.h).
 };
 
 constexpr const char* kUsage =
     "usage: epochal_bench [--threads T] [--steps N] [--warmup N] [--batch-size B]\n"
     "                     [--config FILE] [--data-dir DIR] [--limit N]\n"
     "                     [--no-per-layer] [--no-sgemm] [--json]\n"
+    "                     [--precision auto|f32|bf16]\n"
     "Prints the oneDNN sgemm peak, the model's training FLOPs per image, training\n"
     "throughput with a forward/backward/optimizer split, a per-layer breakdown and the\n"
     "peak RSS. See docs/benchmarks.md.\n";
@@ -124,6 +129,8 @@ Options ParseFlags(int argc, char** argv) {
       o.sgemm = false;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--precision") {
+      o.precision = value();
     } else if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -238,6 +245,64 @@ SgemmResult MeasureSgemmPeak(std::span<const int64_t> sizes) {
     const SgemmPoint p{n, flops / best_s / 1e9};
     result.points.push_back(p);
     if (p.gflops > result.best.gflops) result.best = p;
+  }
+  return result;
+}
+
+// The oneDNN matmul peak for one precision: square C[f32] = A * B with A and B in `type`
+// (weights in the layout the primitive prefers, as the model's are), the same timing
+// rule as MeasureSgemmPeak. `impl` receives the implementation oneDNN chose for the
+// best size (for example "brg:avx512_core_amx_bf16").
+SgemmResult MeasureMatmulPeak(std::span<const int64_t> sizes, dnnl::memory::data_type type,
+                              std::string* impl) {
+  using dnnl::memory;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  SgemmResult result;
+  for (const int64_t n : sizes) {
+    const memory::desc a_md({n, n}, type, memory::format_tag::ab);
+    const memory::desc b_md({n, n}, type, memory::format_tag::any);
+    const memory::desc c_md({n, n}, memory::data_type::f32, memory::format_tag::ab);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), engine);
+    const dnnl::matmul mm(pd);
+    memory a = nn::ZeroedMemory(pd.src_desc(), engine);
+    memory b = nn::ZeroedMemory(pd.weights_desc(), engine);
+    memory c = nn::ZeroedMemory(pd.dst_desc(), engine);
+    {
+      // Random operands, converted by reorders from f32.
+      std::mt19937 rng(1);
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      std::vector<float> values(static_cast<size_t>(n * n));
+      for (float& v : values) v = u(rng);
+      const memory::desc plain({n, n}, memory::data_type::f32, memory::format_tag::ab);
+      memory src(plain, engine, values.data());
+      dnnl::reorder(src, a).execute(stream, src, a);
+      dnnl::reorder(src, b).execute(stream, src, b);
+      stream.wait();
+    }
+    const std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
+    auto call = [&] {
+      mm.execute(stream, args);
+      stream.wait();
+    };
+    call();
+    double best_s = 1e30, total_s = 0;
+    for (int rep = 0; rep < 3 || total_s < 0.25; ++rep) {
+      const auto t0 = Clock::now();
+      call();
+      const double s = Seconds(t0, Clock::now());
+      best_s = std::min(best_s, s);
+      total_s += s;
+    }
+    const double flops =
+        2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+    const SgemmPoint p{n, flops / best_s / 1e9};
+    result.points.push_back(p);
+    if (p.gflops > result.best.gflops) {
+      result.best = p;
+      *impl = pd.impl_info_str();
+    }
   }
   return result;
 }
@@ -497,17 +562,37 @@ int Run(const Options& o) {
                 static_cast<long long>(sgemm.best.n));
   }
 
+  // The precision, and the matmul peak in it.
+  const nn::PrecisionChoice precision = nn::ResolvePrecision(o.precision, "--precision");
+  std::printf("%s\n", precision.reason.c_str());
+  const bool bf16 = precision.precision == nn::Precision::kBf16;
+  SgemmResult matmul;
+  std::string matmul_impl;
+  if (o.sgemm) {
+    const std::vector<int64_t> sizes = {256, 512, 1024, 2048};
+    matmul = MeasureMatmulPeak(sizes, bf16 ? nn::dt::bf16 : nn::dt::f32, &matmul_impl);
+    std::printf("matmul %s:", nn::PrecisionName(precision.precision));
+    for (const SgemmPoint& p : matmul.points) {
+      std::printf(" n=%lld %.1f", static_cast<long long>(p.n), p.gflops);
+    }
+    std::printf(" GFLOP/s\n");
+    std::printf("matmul %s peak (%d threads): %.1f GFLOP/s (n=%lld, %s)\n",
+                nn::PrecisionName(precision.precision), omp_threads, matmul.best.gflops,
+                static_cast<long long>(matmul.best.n), matmul_impl.c_str());
+  }
+
   // 2. The model and its FLOPs.
   const v1::ExperimentConfig config = LoadConfig(o.config);
   int64_t batch = o.batch_size;
   if (batch == 0) batch = config.training().batch_size() > 0 ? config.training().batch_size() : 32;
   const uint64_t seed = config.training().seed();
-  nn::Model model(config.model(), batch, seed);
+  nn::Model model(config.model(), batch, seed, precision.precision);
   const std::string model_name = config.name().empty() ? "model" : config.name();
   const double fwd_flops = model.ForwardFlopsPerSample();
   const double train_flops = model.TrainingFlopsPerSample();
-  std::printf("%s: %lld parameters, batch %lld\n", model_name.c_str(),
-              static_cast<long long>(model.NumParameters()), static_cast<long long>(batch));
+  std::printf("%s: %lld parameters, batch %lld, precision %s\n", model_name.c_str(),
+              static_cast<long long>(model.NumParameters()), static_cast<long long>(batch),
+              nn::PrecisionName(precision.precision));
   std::printf("%s training FLOPs/image: %.1f MFLOP (forward %.1f MFLOP)\n", model_name.c_str(),
               train_flops / 1e6, fwd_flops / 1e6);
 
@@ -557,6 +642,12 @@ int Run(const Options& o) {
   } else {
     std::printf("achieved: %.1f GFLOP/s (sgemm peak not measured)\n", achieved_gflops);
   }
+  const double matmul_fraction = matmul.best.gflops > 0 ? achieved_gflops / matmul.best.gflops : 0;
+  if (o.sgemm) {
+    std::printf("achieved: %.3f TFLOP/s = %.1f%% of the %s matmul peak %.3f TFLOP/s\n",
+                achieved_gflops / 1e3, 100.0 * matmul_fraction,
+                nn::PrecisionName(precision.precision), matmul.best.gflops / 1e3);
+  }
 
   // 4. Per layer.
   std::vector<LayerTiming> layer_times;
@@ -597,6 +688,10 @@ int Run(const Options& o) {
     js.precision(4);
     js << "{\"model\":" << JsonString(model_name) << ",\"cpu\":" << JsonString(CpuModel())
        << ",\"threads\":" << omp_threads << ",\"batch\":" << batch << ",\"steps\":" << tr.steps
+       << ",\"precision\":" << JsonString(nn::PrecisionName(precision.precision))
+       << ",\"matmul_peak_gflops\":" << matmul.best.gflops
+       << ",\"matmul_impl\":" << JsonString(matmul_impl)
+       << ",\"matmul_peak_fraction\":" << matmul_fraction
        << ",\"data\":" << JsonString(src.description) << ",\"sgemm_gflops\":{";
     for (size_t i = 0; i < sgemm.points.size(); ++i) {
       js << (i ? "," : "") << "\"" << sgemm.points[i].n << "\":" << sgemm.points[i].gflops;

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "epochal/core/error.h"
 #include "epochal/nn/model.h"
+#include "epochal/nn/precision.h"
 #include "epochal/report/classification_report.h"
 #include "epochal/train/checkpoint.h"
 #include "epochal/train/config.h"
@@ -32,9 +33,15 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("probe",
            "also evaluate the training probe (both modes) and print the regularization and "
            "data terms of the loss gap for these weights");
+  f.Value("precision", "MODE", "conv and dense arithmetic: auto, f32 or bf16",
+          "config's, else f32");
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
-  const v1::ExperimentConfig config = LoadConfig(f);
+  v1::ExperimentConfig config = LoadConfig(f);
+  if (auto v = f.Get("precision")) {
+    config.mutable_training()->set_precision(*v);
+    train::ValidateExperimentConfig(config, "--precision", nullptr);
+  }
   const auto weights = f.Get("weights");
   const auto checkpoint_path = f.Get("checkpoint");
   if (weights.has_value() == checkpoint_path.has_value()) {
@@ -55,7 +62,10 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   train::CheckDatasetMatchesModel(val_set, config.model());
   if (probe) train::CheckDatasetMatchesModel(train_set, config.model());
   const train::BatchSplit batch = train::SplitBatch(config.training(), comm.size());
-  nn::Model model(config.model(), batch.per_rank, config.training().seed());
+  const std::string& precision = config.training().precision();
+  nn::Model model(
+      config.model(), batch.per_rank, config.training().seed(),
+      nn::ResolvePrecision(precision.empty() ? "f32" : precision, "training.precision").precision);
   if (checkpoint) {
     train::LoadWeights(model, checkpoint->weights(), *checkpoint_path);
   } else {

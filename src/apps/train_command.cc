@@ -80,6 +80,9 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("allreduce-progress", "MODE",
           "how all-reduces advance during backward: auto (= poll), poll or thread",
           "config's, else auto");
+  f.Value("precision", "MODE",
+          "conv and dense arithmetic: auto (bf16 where oneDNN has native bf16), f32 or bf16",
+          "config's, else f32");
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);
@@ -106,6 +109,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
       }
       config.mutable_training()->set_allreduce_progress(*v);
     }
+    if (auto v = f.Get("precision")) config.mutable_training()->set_precision(*v);
     ApplyCheckpointFlags(f, &config);
     train::ValidateExperimentConfig(config, *f.Get("config") + " (with command-line flags)",
                                     nullptr);

@@ -38,48 +38,61 @@ class Conv2DPlan final : public LayerPlan {
       ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       attr.set_post_ops(ops);
     }
-    dnnl::convolution_forward::desc fwd_desc(
-        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, AnyDesc(src_dims),
-        AnyDesc(w_dims), bias_md, AnyDesc(dst_dims), strides, pad_l, pad_r);
+    // Mixed precision: bf16 operands, f32 results, so the layers around stay f32.
+    const bool bf16 = o.precision == Precision::kBf16;
+    const dt op_dt = bf16 ? dt::bf16 : dt::f32;
+    dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
+                                             dnnl::algorithm::convolution_direct,
+                                             AnyDesc(src_dims, op_dt), AnyDesc(w_dims, op_dt),
+                                             bias_md, AnyDesc(dst_dims), strides, pad_l, pad_r);
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::convolution_forward(fwd_pd_);
 
-    if (!layer.weights_.value) {
+    auto make_parameters = [&](const memory::desc& master_md) {
       layer.in_channels_ = src_dims[1];
-      layer.weights_.value = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
-      layer.weights_.grad = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.value = ZeroedMemory(master_md, ctx.engine);
+      layer.weights_.grad = ZeroedMemory(master_md, ctx.engine);
       if (o.bias) {
         layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
         layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
       }
-    }
-    EPOCHAL_CHECK(layer.in_channels_ == src_dims[1], layer.name(), ": channel count changed");
+    };
+    // f32 keeps the weights in the forward's layout; bf16 in the f32 layout that
+    // backward-weights writes (below), so no step reorders the f32 gradient.
+    if (!layer.weights_.value && !bf16) make_parameters(fwd_pd_.weights_desc());
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
-    weights_fwd_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     // Backward: the ReLU's derivative from the saved dst, then data and weights.
     if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
-    dnnl::convolution_backward_data::desc bwd_data_desc(dnnl::algorithm::convolution_direct,
-                                                        AnyDesc(src_dims), AnyDesc(w_dims),
-                                                        AnyDesc(dst_dims), strides, pad_l, pad_r);
+    dnnl::convolution_backward_data::desc bwd_data_desc(
+        dnnl::algorithm::convolution_direct, AnyDesc(src_dims), AnyDesc(w_dims, op_dt),
+        AnyDesc(dst_dims, op_dt), strides, pad_l, pad_r);
     bwd_data_pd_ =
         dnnl::convolution_backward_data::primitive_desc(bwd_data_desc, ctx.engine, fwd_pd_);
     bwd_data_ = dnnl::convolution_backward_data(bwd_data_pd_);
-    diff_dst_data_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_data_pd_.diff_dst_desc(), ctx.engine);
-    weights_data_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);
+    // bf16 backward-data reads the forward's bf16 copy of the weights.
+    weights_data_ = ReorderIfNeeded(bf16 ? fwd_pd_.weights_desc() : layer.weights_.value.get_desc(),
+                                    bwd_data_pd_.weights_desc(), ctx.engine);
     diff_src_ = ZeroedMemory(src_md, ctx.engine);
     diff_src_out_ = OutputReorder(bwd_data_pd_.diff_src_desc(), diff_src_, ctx.engine);
 
-    dnnl::convolution_backward_weights::desc bwd_w_desc(dnnl::algorithm::convolution_direct,
-                                                        AnyDesc(src_dims), AnyDesc(w_dims), bias_md,
-                                                        AnyDesc(dst_dims), strides, pad_l, pad_r);
+    dnnl::convolution_backward_weights::desc bwd_w_desc(
+        dnnl::algorithm::convolution_direct, AnyDesc(src_dims, op_dt), AnyDesc(w_dims), bias_md,
+        AnyDesc(dst_dims, op_dt), strides, pad_l, pad_r);
     bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(bwd_w_desc, ctx.engine, fwd_pd_);
     bwd_w_ = dnnl::convolution_backward_weights(bwd_w_pd_);
+    if (!layer.weights_.value) make_parameters(bwd_w_pd_.diff_weights_desc());
+    EPOCHAL_CHECK(layer.in_channels_ == src_dims[1], layer.name(), ": channel count changed");
+    weights_fwd_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
+    // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data
+    // starts from that bf16 copy.
+    diff_data_from_w_ = bf16;
+    diff_dst_data_ = ReorderIfNeeded(bf16 ? bwd_w_pd_.diff_dst_desc() : fwd_pd_.dst_desc(),
+                                     bwd_data_pd_.diff_dst_desc(), ctx.engine);
     diff_weights_out_ =
         OutputReorder(bwd_w_pd_.diff_weights_desc(), layer.weights_.grad, ctx.engine);
   }
@@ -96,6 +109,7 @@ class Conv2DPlan final : public LayerPlan {
       fwd_args_ = {{DNNL_ARG_SRC, src_in}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst_}};
       if (layer_.options_.bias) fwd_args_[DNNL_ARG_BIAS] = layer_.bias_.value;
       saved_src_ = src_in;
+      fwd_weights_ = w;
     }
     fwd_.execute(s, fwd_args_);
   }
@@ -117,8 +131,9 @@ class Conv2DPlan final : public LayerPlan {
     bwd_w_.execute(s, wargs_);
     diff_weights_out_.Commit(s);
     if (need_diff_src) {
-      const memory& diff_d_in = diff_dst_data_.Apply(s, diff);
-      const memory& w = weights_data_.Apply(s, layer_.weights_.value);
+      const memory& diff_d_in = diff_dst_data_.Apply(s, diff_data_from_w_ ? diff_w_in : diff);
+      const memory& w =
+          weights_data_.Apply(s, diff_data_from_w_ ? fwd_weights_ : layer_.weights_.value);
       if (dargs_.empty()) {
         dargs_ = {{DNNL_ARG_DIFF_DST, diff_d_in},
                   {DNNL_ARG_WEIGHTS, w},
@@ -139,7 +154,8 @@ class Conv2DPlan final : public LayerPlan {
   dnnl::convolution_forward fwd_;
   ReorderIfNeeded src_fwd_, weights_fwd_;
   memory dst_;
-  memory saved_src_;  // The forward's src in the forward primitive's layout.
+  memory saved_src_;    // The forward's src in the forward primitive's layout.
+  memory fwd_weights_;  // The weights the forward read (the bf16 copy in bf16).
   // Execution arguments, built on first use and reused (the memories they name are
   // fixed for the plan's lifetime; assigning an existing key does not allocate).
   dnnl_memory_t fwd_key_ = nullptr;
@@ -148,6 +164,7 @@ class Conv2DPlan final : public LayerPlan {
   dnnl::convolution_backward_data::primitive_desc bwd_data_pd_;
   dnnl::convolution_backward_data bwd_data_;
   ReorderIfNeeded diff_dst_data_, weights_data_;
+  bool diff_data_from_w_ = false;
   memory diff_src_;
   OutputReorder diff_src_out_;
   dnnl::convolution_backward_weights::primitive_desc bwd_w_pd_;

@@ -24,50 +24,66 @@ class DensePlan final : public LayerPlan {
       ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       attr.set_post_ops(ops);
     }
-    dnnl::inner_product_forward::desc fwd_desc(dnnl::prop_kind::forward_training, src_md,
-                                               AnyDesc(w_dims), bias_md, AnyDesc(dst_dims));
+    // Mixed precision: bf16 operands, f32 results, so the layers around stay f32.
+    bf16_ = o.precision == Precision::kBf16;
+    const dt op_dt = bf16_ ? dt::bf16 : dt::f32;
+    dnnl::inner_product_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
+                                               bf16_ ? AnyDesc(src_dims, op_dt) : src_md,
+                                               AnyDesc(w_dims, op_dt), bias_md, AnyDesc(dst_dims));
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
-    if (!layer.weights_.value) {
+    auto make_parameters = [&](const memory::desc& master_md) {
       layer.in_features_ = in_features;
-      layer.weights_.value = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
-      layer.weights_.grad = ZeroedMemory(fwd_pd_.weights_desc(), ctx.engine);
+      layer.weights_.value = ZeroedMemory(master_md, ctx.engine);
+      layer.weights_.grad = ZeroedMemory(master_md, ctx.engine);
       layer.bias_.value = ZeroedMemory(bias_md, ctx.engine);
       layer.bias_.grad = ZeroedMemory(bias_md, ctx.engine);
-    }
-    EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
+    };
+    // f32 keeps the weights in the forward's layout; bf16 in the f32 layout that
+    // backward-weights writes (below), so no step reorders the f32 gradient: the one
+    // pass per step is the forward's f32-to-bf16 conversion, which is needed anyway.
+    if (!layer.weights_.value && !bf16_) make_parameters(fwd_pd_.weights_desc());
     src_fwd_ = ReorderIfNeeded(src_md, fwd_pd_.src_desc(), ctx.engine);
-    weights_fwd_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     dst_ = ZeroedMemory(fwd_pd_.dst_desc(), ctx.engine);
 
     if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
     // Ask backward-data for the weights in their stored layout first: otherwise the
-    // 1.6M-element kernel of MiniVGGNet's fc1 would be reordered on every step.
+    // 1.6M-element kernel of MiniVGGNet's fc1 would be reordered on every step. In bf16
+    // that is the forward's bf16 copy, and diff_dst is bf16 too.
+    const memory::desc data_w_md = bf16_ ? fwd_pd_.weights_desc() : layer.weights_.value.get_desc();
+    const memory::desc data_diff_dst_md =
+        bf16_ ? AnyDesc(dst_dims, op_dt) : memory::desc(fwd_pd_.dst_desc());
     try {
-      dnnl::inner_product_backward_data::desc data_desc(
-          AnyDesc(src_dims), layer.weights_.value.get_desc(), fwd_pd_.dst_desc());
+      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), data_w_md,
+                                                        data_diff_dst_md);
       bwd_data_pd_ =
           dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
     } catch (const dnnl::error&) {
-      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims),
-                                                        fwd_pd_.dst_desc());
+      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims, op_dt),
+                                                        data_diff_dst_md);
       bwd_data_pd_ =
           dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
     }
     bwd_data_ = dnnl::inner_product_backward_data(bwd_data_pd_);
-    weights_data_ =
-        ReorderIfNeeded(layer.weights_.value.get_desc(), bwd_data_pd_.weights_desc(), ctx.engine);
-    diff_dst_data_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_data_pd_.diff_dst_desc(), ctx.engine);
+    weights_data_ = ReorderIfNeeded(data_w_md, bwd_data_pd_.weights_desc(), ctx.engine);
     diff_src_ = ZeroedMemory(src_md, ctx.engine);
     diff_src_out_ = OutputReorder(bwd_data_pd_.diff_src_desc(), diff_src_, ctx.engine);
 
-    dnnl::inner_product_backward_weights::desc w_desc(AnyDesc(src_dims), AnyDesc(w_dims), bias_md,
-                                                      fwd_pd_.dst_desc());
+    dnnl::inner_product_backward_weights::desc w_desc(
+        AnyDesc(src_dims, op_dt), AnyDesc(w_dims), bias_md,
+        bf16_ ? AnyDesc(dst_dims, op_dt) : memory::desc(fwd_pd_.dst_desc()));
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(w_desc, ctx.engine, fwd_pd_);
     bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
+    if (!layer.weights_.value) make_parameters(bwd_w_pd_.diff_weights_desc());
+    EPOCHAL_CHECK(layer.in_features_ == in_features, layer.name(), ": input size changed");
+    weights_fwd_ =
+        ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
+    // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data
+    // starts from that bf16 copy.
+    diff_dst_data_ = ReorderIfNeeded(bf16_ ? bwd_w_pd_.diff_dst_desc() : fwd_pd_.dst_desc(),
+                                     bwd_data_pd_.diff_dst_desc(), ctx.engine);
     diff_weights_out_ =
         OutputReorder(bwd_w_pd_.diff_weights_desc(), layer.weights_.grad, ctx.engine);
   }
@@ -87,6 +103,7 @@ class DensePlan final : public LayerPlan {
     }
     fwd_args_[DNNL_ARG_SRC] = saved_src_;
     fwd_args_[DNNL_ARG_WEIGHTS] = w;
+    if (bf16_) fwd_weights_ = w;
     fwd_.execute(s, fwd_args_);
   }
 
@@ -106,8 +123,8 @@ class DensePlan final : public LayerPlan {
     bwd_w_.execute(s, wargs_);
     diff_weights_out_.Commit(s);
     if (need_diff_src) {
-      const memory& diff_d_in = diff_dst_data_.Apply(s, *diff);
-      const memory& w = weights_data_.Apply(s, layer_.weights_.value);
+      const memory& diff_d_in = diff_dst_data_.Apply(s, bf16_ ? diff_w_in : *diff);
+      const memory& w = weights_data_.Apply(s, bf16_ ? fwd_weights_ : layer_.weights_.value);
       if (dargs_.empty()) dargs_ = {{DNNL_ARG_DIFF_SRC, diff_src_out_.memory()}};
       dargs_[DNNL_ARG_DIFF_DST] = diff_d_in;
       dargs_[DNNL_ARG_WEIGHTS] = w;
@@ -122,7 +139,9 @@ class DensePlan final : public LayerPlan {
   dnnl::inner_product_forward::primitive_desc fwd_pd_;
   dnnl::inner_product_forward fwd_;
   ReorderIfNeeded src_fwd_, weights_fwd_;
+  bool bf16_ = false;
   memory dst_, saved_src_;
+  memory fwd_weights_;  // bf16: the forward's bf16 copy of the weights.
   FusedReluBackward relu_bwd_;
   dnnl::inner_product_backward_data::primitive_desc bwd_data_pd_;
   dnnl::inner_product_backward_data bwd_data_;

@@ -13,8 +13,8 @@ dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims) {
   return dnnl::memory::desc(dims, dt::f32, kTags[dims.size()]);
 }
 
-dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims) {
-  return dnnl::memory::desc(dims, dt::f32, tag::any);
+dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type) {
+  return dnnl::memory::desc(dims, type, tag::any);
 }
 
 dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine) {

@@ -1,5 +1,7 @@
 #include "epochal/nn/dropout.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "epochal/core/error.h"
@@ -11,6 +13,69 @@ namespace {
 
 using dnnl::memory;
 
+constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+
+// Keep flags of `blocks` consecutive Philox4x32-10 blocks from counter `first`, four
+// flags a block: keep = (word >> 8) >= threshold, which is UniformFloat(word) >= rate
+// exactly (UniformFloat is (word >> 8) * 2^-24, exact in float). The same function as
+// Philox4x32 in core/rng.cc, computed 16 counters at a time in lane arrays so the
+// compiler turns each round into a few vector multiplies; one clone per ISA, picked at
+// load time, with a plain x86-64 fallback. Dropout.FastMaskMatchesSampleMask pins it to
+// the scalar generator.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void KeepFlags(
+    uint64_t seed, uint64_t stream, uint64_t first, uint64_t blocks, uint32_t threshold,
+    uint8_t* flags) {
+  constexpr int kLanes = 16;
+  for (uint64_t b0 = 0; b0 < blocks; b0 += kLanes) {
+    uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const uint64_t counter = first + b0 + static_cast<uint64_t>(l);
+      c0[l] = static_cast<uint32_t>(counter);
+      c1[l] = static_cast<uint32_t>(counter >> 32);
+      c2[l] = static_cast<uint32_t>(stream);
+      c3[l] = static_cast<uint32_t>(stream >> 32);
+    }
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) {
+        const uint64_t p0 = static_cast<uint64_t>(kMul0) * c0[l];
+        const uint64_t p1 = static_cast<uint64_t>(kMul1) * c2[l];
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
+        c0[l] = n0;
+        c1[l] = static_cast<uint32_t>(p1);
+        c2[l] = n2;
+        c3[l] = static_cast<uint32_t>(p0);
+      }
+      k0 += kWeyl0;
+      k1 += kWeyl1;
+    }
+    const int n = static_cast<int>(std::min<uint64_t>(kLanes, blocks - b0));
+    uint8_t* f = flags + b0 * 4;
+    for (int l = 0; l < n; ++l) {
+      f[4 * l + 0] = (c0[l] >> 8) >= threshold;
+      f[4 * l + 1] = (c1[l] >> 8) >= threshold;
+      f[4 * l + 2] = (c2[l] >> 8) >= threshold;
+      f[4 * l + 3] = (c3[l] >> 8) >= threshold;
+    }
+  }
+}
+
+// dst[p] = src[p] * factor[index[p]] where that factor is not zero, else exactly 0
+// (never -0 or NaN from a dropped element): branch-free, so it vectorizes, as the
+// index-and-test loop it replaces did not. One clone per ISA, plain fallback.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleGathered(
+    const float* src, const float* factor, const int32_t* index, int64_t count, float* dst) {
+#pragma omp simd
+  for (int64_t p = 0; p < count; ++p) {
+    const float k = factor[index[p]];
+    dst[p] = k != 0.0f ? src[p] * k : 0.0f;
+  }
+}
+
 class DropoutPlan final : public LayerPlan {
  public:
   DropoutPlan(const Dropout& layer, DnnlContext& ctx, const memory::desc& src_md)
@@ -20,9 +85,22 @@ class DropoutPlan final : public LayerPlan {
     physical_per_sample_ = static_cast<int64_t>(logical_of_physical_.size());
     logical_per_sample_ = 1;
     for (size_t i = 1; i < dims.size(); ++i) logical_per_sample_ *= dims[i];
-    dst_ = ZeroedMemory(src_md, ctx.engine);
+    // dst_ never owns its buffer: it points at own_dst_ in training and at src in
+    // inference (setting a handle frees a memory's own buffer).
+    own_dst_ = ZeroedMemory(src_md, ctx.engine);
+    dst_ = memory(src_md, ctx.engine, own_dst_.get_data_handle());
     diff_src_ = ZeroedMemory(src_md, ctx.engine);
-    logical_mask_.resize(static_cast<size_t>(batch_ * logical_per_sample_));
+    // Whole Philox blocks per sample: the fast generator writes four flags a block.
+    mask_stride_ = (logical_per_sample_ + 3) / 4 * 4;
+    logical_mask_.resize(static_cast<size_t>(batch_ * mask_stride_));
+    // Per sample, the factor of each logical element plus a zero that padding points at.
+    factor_stride_ = logical_per_sample_ + 1;
+    factors_.assign(static_cast<size_t>(batch_ * factor_stride_), 0.0f);
+    gather_index_.resize(logical_of_physical_.size());
+    for (size_t p = 0; p < logical_of_physical_.size(); ++p) {
+      const int32_t l = logical_of_physical_[p];
+      gather_index_[p] = l >= 0 ? l : static_cast<int32_t>(logical_per_sample_);
+    }
     scale_ = 1.0f / (1.0f - layer.rate());
   }
 
@@ -35,22 +113,30 @@ class DropoutPlan final : public LayerPlan {
     float* out = Data(dst_);
     active_ = ctx.mode != Mode::kInference && layer_.rate() > 0.0f;
     if (!active_) {
-      std::memcpy(out, in, static_cast<size_t>(batch_ * physical_per_sample_) * sizeof(float));
+      // Identity: dst is src's buffer, no copy (the next layer reads it before src
+      // changes, as Flatten's view does).
+      dst_.set_data_handle(const_cast<float*>(in));
       return;
+    }
+    if (out != Data(own_dst_)) {
+      dst_.set_data_handle(own_dst_.get_data_handle());
+      out = Data(dst_);
     }
     EPOCHAL_CHECK(static_cast<int64_t>(ctx.sample_ids.size()) == batch_,
                   "dropout needs one sample id per batch row");
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < batch_; ++n) {
-      uint8_t* mask = logical_mask_.data() + n * logical_per_sample_;
-      layer_.SampleMask(ctx.seed, ctx.epoch, ctx.sample_ids[static_cast<size_t>(n)],
-                        {mask, static_cast<size_t>(logical_per_sample_)});
-      const float* s = in + n * physical_per_sample_;
-      float* d = out + n * physical_per_sample_;
-      for (int64_t p = 0; p < physical_per_sample_; ++p) {
-        const int32_t l = logical_of_physical_[static_cast<size_t>(p)];
-        d[p] = l >= 0 && mask[l] ? s[p] * scale_ : 0.0f;
-      }
+      uint8_t* mask = logical_mask_.data() + n * mask_stride_;
+      layer_.FastSampleMask(ctx.seed, ctx.epoch, ctx.sample_ids[static_cast<size_t>(n)],
+                            {mask, static_cast<size_t>(mask_stride_)});
+      float* factor = factors_.data() + n * factor_stride_;
+      // 1 * scale or 0 * scale (+0): branch-free, so it vectorizes.
+      const float scale = scale_;
+#pragma omp simd
+      for (int64_t l = 0; l < logical_per_sample_; ++l)
+        factor[l] = static_cast<float>(mask[l]) * scale;
+      ScaleGathered(in + n * physical_per_sample_, factor, gather_index_.data(),
+                    physical_per_sample_, out + n * physical_per_sample_);
     }
   }
 
@@ -64,13 +150,8 @@ class DropoutPlan final : public LayerPlan {
     }
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < batch_; ++n) {
-      const uint8_t* mask = logical_mask_.data() + n * logical_per_sample_;
-      const float* s = in + n * physical_per_sample_;
-      float* d = out + n * physical_per_sample_;
-      for (int64_t p = 0; p < physical_per_sample_; ++p) {
-        const int32_t l = logical_of_physical_[static_cast<size_t>(p)];
-        d[p] = l >= 0 && mask[l] ? s[p] * scale_ : 0.0f;
-      }
+      ScaleGathered(in + n * physical_per_sample_, factors_.data() + n * factor_stride_,
+                    gather_index_.data(), physical_per_sample_, out + n * physical_per_sample_);
     }
   }
 
@@ -78,11 +159,14 @@ class DropoutPlan final : public LayerPlan {
   const Dropout& layer_;
   DnnlContext& ctx_;
   std::vector<int32_t> logical_of_physical_;
-  int64_t batch_ = 0, physical_per_sample_ = 0, logical_per_sample_ = 0;
+  int64_t batch_ = 0, physical_per_sample_ = 0, logical_per_sample_ = 0, mask_stride_ = 0;
   float scale_ = 1.0f;
   bool active_ = false;
-  memory dst_, diff_src_;
-  std::vector<uint8_t> logical_mask_;  // [batch, logical_per_sample], 1 = keep.
+  memory own_dst_, dst_, diff_src_;
+  std::vector<uint8_t> logical_mask_;  // [batch, mask_stride], 1 = keep.
+  int64_t factor_stride_ = 0;
+  std::vector<float> factors_;         // [batch, logical + 1]: scale or 0; last is 0.
+  std::vector<int32_t> gather_index_;  // Per physical element: logical index, or the 0.
 };
 
 }  // namespace
@@ -90,6 +174,8 @@ class DropoutPlan final : public LayerPlan {
 Dropout::Dropout(std::string name, float rate) : Layer(std::move(name)), rate_(rate) {
   EPOCHAL_CHECK(rate_ >= 0.0f && rate_ < 1.0f, "dropout rate must be in [0, 1)");
   name_key_ = Fnv1a(this->name());  // Stable across builds, unlike std::hash.
+  // UniformFloat(w) >= rate  <=>  (w >> 8) >= rate * 2^24 (exact in double).
+  keep_threshold_ = static_cast<uint32_t>(std::ceil(static_cast<double>(rate_) * 16777216.0));
 }
 
 void Dropout::SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
@@ -104,6 +190,16 @@ void Dropout::SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
       mask[b * 4 + k] = UniformFloat(words[k]) >= rate_ ? 1 : 0;
     }
   }
+}
+
+void Dropout::FastSampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
+                             std::span<uint8_t> mask) const {
+  EPOCHAL_CHECK(mask.size() % 4 == 0, "the fast mask takes whole blocks of four");
+  const uint64_t stream =
+      StreamId({static_cast<uint64_t>(RngTag::kDropout), static_cast<uint64_t>(epoch), name_key_});
+  const uint64_t blocks = mask.size() / 4;
+  KeepFlags(seed, stream, static_cast<uint64_t>(sample_id) * blocks, blocks, keep_threshold_,
+            mask.data());
 }
 
 std::unique_ptr<LayerPlan> Dropout::MakePlan(DnnlContext& ctx, const memory::desc& src_md) {

@@ -62,7 +62,12 @@ std::string DefaultName(const v1::LayerSpec& spec, size_t index) {
 
 }  // namespace
 
-Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed) {
+Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed, Precision precision)
+    : precision_(precision) {
+  if (precision == Precision::kBf16 && !DispatchedIsaHasBf16()) {
+    throw InputError("model: bf16 needs a CPU with AVX512-BF16 or AMX, but oneDNN dispatches " +
+                     DispatchedIsaName());
+  }
   const auto& in = spec.input();
   if (in.channels() <= 0 || in.height() <= 0 || in.width() <= 0) {
     throw InputError("model.input: channels, height and width must be positive");
@@ -88,6 +93,7 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed) {
         o.same = l.conv().padding() != "valid";
         o.bias = !l.conv().no_bias();
         o.fuse_relu = relu_next;
+        o.precision = precision;
         layers_.push_back(std::make_unique<Conv2D>(name, o));
         if (relu_next) ++i;
         break;
@@ -96,6 +102,7 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed) {
         DenseOptions o;
         o.units = l.dense().units();
         o.fuse_relu = relu_next;
+        o.precision = precision;
         layers_.push_back(std::make_unique<Dense>(name, o));
         if (relu_next) ++i;
         break;

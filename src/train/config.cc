@@ -780,6 +780,11 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
       v.Fail(n, Field<T>(T::kAllreduceProgressFieldNumber),
              "must be \"auto\", \"thread\" or \"poll\" (got \"" + progress + "\")");
     }
+    const std::string& precision = training.precision();
+    if (!precision.empty() && precision != "auto" && precision != "f32" && precision != "bf16") {
+      v.Fail(n, Field<T>(T::kPrecisionFieldNumber),
+             "must be \"auto\", \"f32\" or \"bf16\" (got \"" + precision + "\")");
+    }
   }
   {
     using C = v1::CheckpointConfig;

@@ -13,6 +13,7 @@
 #include "epochal/core/logging.h"
 #include "epochal/dist/gradient_bucketer.h"
 #include "epochal/nn/dnnl_util.h"
+#include "epochal/nn/precision.h"
 #include "epochal/train/checkpoint.h"
 #include "epochal/train/config.h"
 #include "epochal/train/stop_signal.h"
@@ -83,7 +84,12 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   const BatchSplit split = SplitBatch(t, world);
   per_rank_batch_ = split.per_rank;
   global_batch_ = split.global;
-  model_ = std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed());
+  // "" is f32 (config.proto's training.precision says why auto is not the default).
+  const nn::PrecisionChoice precision =
+      nn::ResolvePrecision(t.precision().empty() ? "f32" : t.precision(), "training.precision");
+  if (comm_->is_root() && !t.precision().empty()) EPOCHAL_LOG(kInfo, precision.reason);
+  model_ =
+      std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed(), precision.precision);
   // Synchronized batch norm runs its own (double-precision) statistics even on one rank,
   // so one rank and N ranks compute the same thing the same way.
   if (t.sync_batch_norm()) {

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "layer_test_util.h"
 
 namespace epochal::nn {
@@ -77,6 +80,23 @@ TEST(DropoutTest, MaskDependsOnSampleNotOnBatchPosition) {
   dropout.SampleMask(1, 0, 43, c);
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
+}
+
+// The plan's vectorized mask generator against the scalar Philox one it replaces: same
+// flags for every size (whole blocks and a partial last block), rate and sample.
+TEST(DropoutTest, FastMaskMatchesSampleMask) {
+  for (const float rate : {0.0f, 0.1f, 0.25f, 0.5f, 0.9f}) {
+    Dropout dropout("drop" + std::to_string(rate), rate);
+    for (const size_t size : {1u, 3u, 4u, 5u, 63u, 64u, 65u, 6272u, 3136u * 4 + 2}) {
+      for (const int64_t id : {int64_t{0}, int64_t{7}, int64_t{59999}}) {
+        std::vector<uint8_t> slow(size), fast((size + 3) / 4 * 4);
+        dropout.SampleMask(11, 2, id, slow);
+        dropout.FastSampleMask(11, 2, id, fast);
+        fast.resize(size);
+        ASSERT_EQ(fast, slow) << "rate " << rate << " size " << size << " id " << id;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -409,6 +409,21 @@ TEST(ConfigValidationTest, AllreduceProgressMustBeAKnownMode) {
   }
 }
 
+TEST(ConfigValidationTest, PrecisionMustBeAKnownMode) {
+  const std::string text = Edited("batch_size: 8", "batch_size: 8 precision: \"fp16\"");
+  const std::string error = ParseError(text);
+  EXPECT_NE(error.find("training.precision: must be \"auto\", \"f32\" or \"bf16\" "
+                       "(got \"fp16\")"),
+            std::string::npos)
+      << error;
+  // bf16 parses anywhere: whether the CPU can run it is decided where the model is built.
+  for (const char* mode : {"auto", "f32", "bf16"}) {
+    EXPECT_NO_THROW(ParseExperimentConfig(
+        Edited("batch_size: 8", std::string("batch_size: 8 precision: \"") + mode + "\""), kSource))
+        << mode;
+  }
+}
+
 TEST(ConfigValidationTest, AllErrorsAreListedOnePerLine) {
   std::string text = Edited("filters: 2", "filters: -1");
   text.replace(text.find("epochs: 2"), 9, "epochs: -1");

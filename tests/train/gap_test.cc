@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "epochal/nn/precision.h"
 #include "epochal/train/config.h"
 #include "epochal/train/diagnosis.h"
 #include "epochal/train/trainer.h"
@@ -79,6 +80,40 @@ TEST(GapTest, RegularizationTermIsNegativeWithDropoutAndTimingWhileLossFalls) {
   // Epoch 1 starts from random weights: the loss falls all epoch long, so the running
   // mean is well above the end-of-epoch model's training loss.
   EXPECT_LT(*h.epochs[0].gap_timing, -0.05);
+}
+
+// Finding names per epoch ("TIMING", ...), without the numbers behind them.
+std::vector<std::vector<std::string>> FindingNames(const History& h) {
+  std::vector<std::vector<std::string>> out;
+  for (const EpochRecord& e : h.epochs) {
+    out.emplace_back();
+    for (const std::string& f : e.findings) out.back().push_back(f.substr(0, f.find(':')));
+  }
+  return out;
+}
+
+// bf16 mixed precision moves the numbers a little, not the decomposition's identity or
+// what it concludes: the same scenarios raise the same findings in f32 and bf16.
+TEST(GapTest, Bf16KeepsTheIdentityAndTheFindingsOfF32) {
+  REQUIRE_FASHION_MNIST();
+  if (!nn::DispatchedIsaHasBf16()) {
+    GTEST_SKIP() << "oneDNN dispatches " << nn::DispatchedIsaName()
+                 << " here: no native bf16, so the bf16 path is not available";
+  }
+  const data::Dataset train = Load(true, 1280), val = Load(false, 200);
+  for (const std::string extra : {"layers { dropout { rate: 0.5 } }", ""}) {
+    std::vector<std::vector<std::string>> names[2];
+    for (int i = 0; i < 2; ++i) {
+      v1::ExperimentConfig config = SmallNet(extra, 2);
+      config.mutable_optimizer()->set_weight_decay(0.001f);
+      config.mutable_training()->set_precision(i == 0 ? "f32" : "bf16");
+      Trainer trainer(config, train, val);
+      const History& h = trainer.Run();
+      ExpectIdentity(h);
+      names[i] = FindingNames(h);
+    }
+    EXPECT_EQ(names[0], names[1]) << "model extra: " << extra;
+  }
 }
 
 TEST(GapTest, L2PenaltyCountsAsRegularization) {

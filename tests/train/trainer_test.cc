@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "epochal/core/error.h"
+#include "epochal/nn/precision.h"
 #include "epochal/train/config.h"
 #include "epochal/train/weights_io.h"
 
@@ -62,6 +63,58 @@ TEST(TrainerTest, LearnsOnTwoThousandRealSamples) {
   // Chance is 10%.
   EXPECT_GT(h.epochs[2].val_accuracy, 0.5);
   EXPECT_GT(h.epochs[2].accuracy, h.epochs[0].accuracy);
+}
+
+#define REQUIRE_NATIVE_BF16()                                                            \
+  if (!nn::DispatchedIsaHasBf16())                                                       \
+  GTEST_SKIP() << "oneDNN dispatches " << nn::DispatchedIsaName() << " here: no native " \
+               << "bf16 (AVX512-BF16 or AMX), so the bf16 path is not available"
+
+// The whole model in bf16 mixed precision, validation and probes included.
+TEST(TrainerTest, LearnsOnTwoThousandRealSamplesInBf16) {
+  REQUIRE_FASHION_MNIST();
+  REQUIRE_NATIVE_BF16();
+  v1::ExperimentConfig config = MiniVgg();
+  config.mutable_training()->set_epochs(3);
+  config.mutable_training()->set_precision("bf16");
+  const data::Dataset train = Load(true, 2000), val = Load(false, 1000);
+  Trainer trainer(config, train, val);
+  EXPECT_EQ(trainer.model().precision(), nn::Precision::kBf16);
+  const History& h = trainer.Run();
+  ASSERT_EQ(h.epochs.size(), 3u);
+  EXPECT_LT(h.epochs[2].loss, h.epochs[0].loss);
+  EXPECT_LT(h.epochs[2].loss, 0.9);
+  EXPECT_GT(h.epochs[2].accuracy, h.epochs[0].accuracy);
+  // The training-mode probe (batch statistics) improves as the running loss does.
+  ASSERT_TRUE(h.epochs[0].probe_train_loss && h.epochs[2].probe_train_loss);
+  EXPECT_LT(*h.epochs[2].probe_train_loss, *h.epochs[0].probe_train_loss);
+  // Validation uses the running statistics, which lag far behind at 63 steps an epoch
+  // with momentum 0.99: f32 itself measured 0.57, 0.24 and 0.51 over these epochs and
+  // bf16 0.38, 0.35 and 0.43, so only "well above chance (0.1)" is a property.
+  EXPECT_GT(h.epochs[2].val_accuracy, 0.3);
+  // Master weights stay f32.
+  for (nn::Parameter* p : trainer.model().parameters()) {
+    EXPECT_EQ(p->value.get_desc().data_type(), nn::dt::f32) << p->name;
+  }
+}
+
+TEST(TrainerTest, SameSeedGivesBitwiseIdenticalRunsInBf16) {
+  REQUIRE_FASHION_MNIST();
+  REQUIRE_NATIVE_BF16();
+  v1::ExperimentConfig config = MiniVgg();
+  config.mutable_training()->set_epochs(1);
+  config.mutable_training()->set_precision("bf16");
+  const data::Dataset train = Load(true, 256), val = Load(false, 64);
+  Trainer a(config, train, val), b(config, train, val);
+  const History& ha = a.Run();
+  const History& hb = b.Run();
+  ASSERT_EQ(ha.batches.size(), hb.batches.size());
+  for (size_t i = 0; i < ha.batches.size(); ++i) EXPECT_EQ(ha.batches[i].loss, hb.batches[i].loss);
+  EXPECT_EQ(ha.epochs[0].val_loss, hb.epochs[0].val_loss);
+  for (size_t i = 0; i < a.model().parameters().size(); ++i) {
+    EXPECT_EQ(nn::ToPlain(a.model().dnnl(), a.model().parameters()[i]->value),
+              nn::ToPlain(b.model().dnnl(), b.model().parameters()[i]->value));
+  }
 }
 
 TEST(TrainerTest, HistoryFollowsTheStepsAndTheKerasSchedule) {

@@ -1,12 +1,15 @@
 // 2-D convolution on oneDNN, optionally with a fused ReLU (an eltwise post-op; its
 // backward runs eltwise_relu_use_dst_for_bwd on the saved dst). Weights live in the
 // layout the forward primitive prefers (blocked on AVX2/AVX-512), so no reorder runs
-// on the hot path for the training batch size.
+// on the hot path for the training batch size. In bf16 the f32 master weights use the
+// layout backward-weights writes its f32 gradient in; the forward converts them to bf16
+// once a step.
 #pragma once
 
 #include <optional>
 
 #include "epochal/nn/layer.h"
+#include "epochal/nn/precision.h"
 
 namespace epochal::nn {
 
@@ -28,6 +31,9 @@ struct Conv2DOptions {
   bool same = true;
   bool bias = true;
   bool fuse_relu = false;
+  // kBf16: bf16 src, weights and diff_dst, f32 accumulation, dst, diff_src and
+  // gradients; the weights are kept in f32 (layer.h's Parameter) and converted on use.
+  Precision precision = Precision::kF32;
 };
 
 class Conv2D final : public Layer {

@@ -4,12 +4,15 @@
 #pragma once
 
 #include "epochal/nn/layer.h"
+#include "epochal/nn/precision.h"
 
 namespace epochal::nn {
 
 struct DenseOptions {
   int64_t units = 0;
   bool fuse_relu = false;
+  // As Conv2DOptions::precision: bf16 operands, f32 results and master weights.
+  Precision precision = Precision::kF32;
 };
 
 class Dense final : public Layer {

@@ -24,7 +24,7 @@ struct DnnlContext {
 // A memory descriptor for f32 data of `dims` in a plain layout (nc, nchw, x, oihw...).
 dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims);
 // The same dims with format_tag::any, letting a primitive choose its layout.
-dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims);
+dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type = dt::f32);
 // A new CPU memory of `md`, zero-filled: blocked layouts pad channels to the block size,
 // and oneDNN primitives expect those padding elements to be zero.
 dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine);

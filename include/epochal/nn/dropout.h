@@ -16,10 +16,16 @@ class Dropout final : public Layer {
   float rate() const { return rate_; }
   // The keep mask (1 keep, 0 drop) for one sample, in logical order.
   void SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id, std::span<uint8_t> mask) const;
+  // The same mask, vectorized, for a span rounded up to a multiple of 4 (the flags
+  // past the sample's logical size are the next draws of its last block). The plan
+  // uses this one; SampleMask is its reference.
+  void FastSampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
+                      std::span<uint8_t> mask) const;
 
  private:
   float rate_;
   uint64_t name_key_;
+  uint32_t keep_threshold_ = 0;
 };
 
 }  // namespace epochal::nn

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "epochal/nn/layer.h"
+#include "epochal/nn/precision.h"
 #include "epochal/nn/softmax_cross_entropy.h"
 #include "epochal/v1/config.pb.h"
 
@@ -32,8 +33,10 @@ class Model {
  public:
   // Builds the layers, makes the plan for `batch_size` (which fixes the parameter
   // layouts) and initializes parameters from `seed`. Throws InputError for a spec
-  // that cannot be built, naming the layer.
-  Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed);
+  // that cannot be built, naming the layer. `precision` sets the conv and dense layers'
+  // arithmetic (precision.h); parameters, state and everything else stay f32.
+  Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed,
+        Precision precision = Precision::kF32);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -75,12 +78,14 @@ class Model {
   // A Keras-style summary table: layer, output shape, parameters.
   std::string Summary();
   DnnlContext& dnnl() { return dnnl_; }
+  Precision precision() const { return precision_; }
 
  private:
   struct Plan;
   Plan& PlanFor(int64_t batch_size);
 
   DnnlContext dnnl_;
+  Precision precision_ = Precision::kF32;
   int64_t num_classes_ = 0;
   std::vector<int64_t> input_dims_;
   std::vector<std::unique_ptr<Layer>> layers_;
