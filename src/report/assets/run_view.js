@@ -431,9 +431,11 @@
     });
     const hasSe = terms.some(t => epochs.some(e => finite(e['gap_' + t + '_se'])));
     html('p', {'class': 'caption'}, gapBox,
-         'Terms: ' + terms.join(', ') + '. ' +
-             (hasSe ? 'Error bars: one standard error of each term.'
-                    : 'This history carries no standard errors, so no error bars are drawn.'));
+         !terms.length ? 'The gap terms appear after the first epoch (with probes on).'
+                       : 'Terms: ' + terms.join(', ') + '. ' +
+                             (hasSe ? 'Error bars: one standard error of each term.'
+                                    : 'This history carries no standard errors, so no error ' +
+                                          'bars are drawn.'));
 
     // Findings.
     const fbox = section(root, 'findings', 'Findings');
