@@ -16,6 +16,7 @@
 
 #include "checkpoint_flags.h"
 #include "control_command.h"
+#include "dashboard_flags.h"
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/idx.h"
@@ -32,10 +33,12 @@
 #include "epochal/train/stop_signal.h"
 #include "epochal/train/trainer.h"
 #include "epochal/train/weights_io.h"
+#include "export_command.h"
 #include "flags.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "html_report_command.h"
 #include "metrics_setup.h"
 #include "scan_command.h"
 #include "startup.h"
@@ -54,7 +57,9 @@ commands:
   train      train a model described by a config file (configs/*.textproto)
   evaluate   evaluate saved weights on the validation split
   scan       look for validation samples that leak from the training set
-  report     re-render a run's plots and print its table, decomposition and diagnosis
+  report     re-render a run's plots and print its table, decomposition and diagnosis;
+             --html writes one self-contained report.html
+  export     write trained weights as an ONNX model (--format onnx)
   ctl        steer a running job (train --control-port): status, pause, set-lr, stop...
 
 Run 'epochal <command> --help' for the flags of a command.
@@ -151,6 +156,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);
+  AddDashboardFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
   // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
   train::InstallStopSignalHandlers();
@@ -161,6 +167,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   CheckpointSetup checkpoints;
   train::FaultPlan faults;
   std::unique_ptr<metrics::MetricsExporter> exporter;
+  std::unique_ptr<dashboard::DashboardServer> page;
   AgreeOnStartup(comm, [&] {
     faults = train::FaultPlan::FromEnvironment();
     SetThreadsPerRank(f);
@@ -186,6 +193,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
     exporter = StartMetrics(f, comm.is_root());
+    page = StartDashboard(f, comm.is_root(), config, out, comm.size());
   });
   if (comm.is_root()) {
     std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
@@ -206,6 +214,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
     trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
     if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
+    if (page) page->SetLeakage(leak, &train_set, &val_set);
     if (comm.is_root()) {
       report::WriteTextFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
       std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
@@ -238,6 +247,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     } else if (stop) {
       trainer.SetControlSource(&*stop);
     }
+    if (page) AttachDashboard(*page, trainer);
     if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
@@ -259,6 +269,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
               << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
               << "weights.pb}\n";
     if (exporter) LingerForMetrics(f, *exporter);
+    if (page) LingerForDashboard(f, *page);
   }
   return 0;
 }
@@ -275,6 +286,9 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("probe",
            "also evaluate the training probe (both modes) and print the regularization and "
            "data terms of the loss gap for these weights");
+  f.Value("logits-out", "FILE",
+          "also write every validation sample's logits as float32 NumPy [N, K] (the "
+          "reference an exported model is checked against)");
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f);
   const v1::ExperimentConfig config = LoadConfig(f);
@@ -291,6 +305,12 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
   if (!comm.is_root()) return 0;
+  if (auto path = f.Get("logits-out")) {
+    const double top1 = WriteLogitsNpy(trainer.model(), val_set, 256, *path);
+    std::fprintf(stderr, "logits: %s (%lld x %lld, top-1 accuracy %.6f)\n", path->c_str(),
+                 static_cast<long long>(val_set.size()),
+                 static_cast<long long>(trainer.model().num_classes()), top1);
+  }
   const double regularization = p.eval - p.train, data_term = r.loss - p.eval;
   const auto probe_n = static_cast<long long>(trainer.probe_indices().size());
   char line[400];
@@ -349,7 +369,8 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
   Flags f("epochal report",
           "Reads RUN_DIR/history.json, re-renders loss_shift.svg and gap.svg, and prints the\n"
           "epoch table, the loss-gap decomposition and the diagnosis.\n"
-          "usage: epochal report RUN_DIR");
+          "usage: epochal report RUN_DIR [--html]");
+  f.Switch("html", "also write RUN_DIR/report.html: every panel and table in one file");
   if (argc < 3 || std::string(argv[2]).rfind("--", 0) == 0) {
     if (!f.Parse(argc, argv, 2)) return 0;
     throw InputError("a run directory is required: epochal report RUN_DIR");
@@ -405,6 +426,9 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
                 finding.last_epoch, finding.explanation.c_str());
   }
   std::printf("\nPlots: %s, %s\n", (dir / "loss_shift.svg").c_str(), (dir / "gap.svg").c_str());
+  if (f.Has("html")) {
+    std::printf("Report: %s\n", WriteHtmlReport(dir, run, diagnosis.findings()).c_str());
+  }
   return 0;
 }
 
@@ -445,6 +469,7 @@ int main(int argc, char** argv) {
     if (command == "evaluate") return apps::Evaluate(*comm, argc, argv);
     if (command == "scan") return apps::Scan(*comm, argc, argv);
     if (command == "report") return apps::Report(*comm, argc, argv);
+    if (command == "export") return apps::Export(*comm, argc, argv);
     if (command == "--help" || command == "-h" || command == "help") {
       if (comm->is_root()) std::cout << apps::kUsage;
       return 0;
