@@ -7,7 +7,8 @@
 # Environment: BUILD_DIR (default build), JOBS (default: all cores), FUZZ_SECONDS (per fuzz
 # target in `test` mode, default 60; 0 skips the fuzz pass), METRICS_PORT (default 9464:
 # where `train` serves Prometheus metrics, see docs/metrics.md), CONTROL_PORT (the
-# training run's `epochal ctl` port, default 50051; docs/control.md).
+# training run's `epochal ctl` port, default 50051; docs/control.md), DASHBOARD_PORT (the
+# live page, default 9465; docs/dashboard.md).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,7 @@ packages=(
   dataset-fashion-mnist
   openssl python3-grpcio python3-grpc-tools python3-pkg-resources
   python3-yaml iproute2 shellcheck
+  libcivetweb-dev libonnx-dev python3-onnx python3-opencv chromium
 )
 # The local-Slurm test starts daemons and edits /etc/hosts, so it is opt-in, and so are its
 # packages (tests/deploy/slurm_local_test.sh).
@@ -83,18 +85,22 @@ case "$mode" in
     metrics_port="${METRICS_PORT:-9464}"
     # The control plane listens on loopback at a fixed port (docs/control.md).
     control_port="${CONTROL_PORT:-50051}"
+    dashboard_port="${DASHBOARD_PORT:-9465}"
     # Port 0 means a free port, which epochal prints once it listens.
-    shown_metrics="$metrics_port" shown_control="$control_port"
+    shown_metrics="$metrics_port" shown_control="$control_port" shown_dashboard="$dashboard_port"
     [ "$metrics_port" != 0 ] || shown_metrics="PORT"
     [ "$control_port" != 0 ] || shown_control="PORT"
+    [ "$dashboard_port" != 0 ] || shown_dashboard="PORT"
     echo "bootstrap: training MiniVGGNet on Fashion-MNIST; output in $out"
     echo "bootstrap: Prometheus metrics at http://127.0.0.1:$shown_metrics/metrics" \
       "(scrape config: deploy/prometheus/prometheus.yml; dashboard: deploy/grafana/)"
+    echo "bootstrap: live page at http://127.0.0.1:$shown_dashboard/ (docs/dashboard.md)"
     echo "bootstrap: steer it from another terminal with $build_dir/src/apps/epochal ctl" \
       "--target 127.0.0.1:$shown_control status|pause|resume|set-lr X|stop|watch"
     exec "$build_dir/src/apps/epochal" train \
       --config configs/fashion_mnist_minivggnet.textproto --out "$out" \
-      --metrics-port "$metrics_port" --control-port "$control_port" "$@"
+      --metrics-port "$metrics_port" --control-port "$control_port" \
+      --dashboard-port "$dashboard_port" "$@"
     ;;
   *)
     echo "usage: bash scripts/bootstrap.sh train|test|build [epochal train flags...]" >&2

@@ -180,6 +180,7 @@ in_root() {
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     ${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS} ${CI:+CI=$CI} \
     METRICS_PORT="${METRICS_PORT:-0}" CONTROL_PORT="${CONTROL_PORT:-0}" \
+    DASHBOARD_PORT="${DASHBOARD_PORT:-0}" \
     EPOCHAL_TEST_SLURM=1 \
     chroot "$root" /bin/bash -c "cd $src && exec \"\$@\"" bash "$@" > >(tee "$log") 2>&1 &
   # In the background, so that a signal to this script is handled at once (the EXIT trap

@@ -15,6 +15,7 @@
 #include "epochal/train/evaluator.h"
 #include "epochal/train/trainer.h"
 #include "epochal/train/weights_io.h"
+#include "export_command.h"
 #include "flags.h"
 #include "run_setup.h"
 #include "startup.h"
@@ -33,6 +34,9 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("probe",
            "also evaluate the training probe (both modes) and print the regularization and "
            "data terms of the loss gap for these weights");
+  f.Value("logits-out", "FILE",
+          "also write every validation sample's logits as float32 NumPy [N, K] (the "
+          "reference an exported model is checked against)");
   f.Value("precision", "MODE", "conv and dense arithmetic: auto, f32 or bf16",
           "config's, else f32");
   if (!f.Parse(argc, argv, 2)) return 0;
@@ -77,6 +81,12 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   std::vector<std::string> class_names(config.model().class_names().begin(),
                                        config.model().class_names().end());
   if (!comm.is_root()) return 0;
+  if (auto path = f.Get("logits-out")) {
+    const double top1 = WriteLogitsNpy(model, val_set, 256, *path);
+    std::fprintf(stderr, "logits: %s (%lld x %lld, top-1 accuracy %.6f)\n", path->c_str(),
+                 static_cast<long long>(val_set.size()),
+                 static_cast<long long>(model.num_classes()), top1);
+  }
   train::EpochRecord gap;  // The gap terms these weights show (no training loss here).
   gap.val_loss = r.loss;
   train::Evaluator::SetGapTerms(p, &gap);

@@ -10,6 +10,7 @@
 #include "epochal/core/error.h"
 #include "epochal/dist/communicator.h"
 #include "epochal/dist/mpi_environment.h"
+#include "export_command.h"
 #include "scan_command.h"
 #include "startup.h"
 
@@ -25,7 +26,9 @@ commands:
   train      train a model described by a config file (configs/*.textproto)
   evaluate   evaluate saved weights on the validation split
   scan       look for validation samples that leak from the training set
-  report     re-render a run's plots and print its table, decomposition and diagnosis
+  report     re-render a run's plots and print its table, decomposition and diagnosis;
+             --html writes one self-contained report.html
+  export     write trained weights as an ONNX model (--format onnx)
   ctl        steer a running job (train --control-port): status, pause, set-lr, stop...
 
 Run 'epochal <command> --help' for the flags of a command.
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
     if (command == "evaluate") return apps::Evaluate(*comm, argc, argv);
     if (command == "scan") return apps::Scan(*comm, argc, argv);
     if (command == "report") return apps::Report(*comm, argc, argv);
+    if (command == "export") return apps::Export(*comm, argc, argv);
     if (command == "--help" || command == "-h" || command == "help") {
       if (comm->is_root()) std::cout << apps::kUsage;
       return 0;

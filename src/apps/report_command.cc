@@ -16,6 +16,7 @@
 #include "flags.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "html_report_command.h"
 
 namespace epochal::apps {
 namespace {
@@ -45,7 +46,8 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
   Flags f("epochal report",
           "Reads RUN_DIR/history.json, re-renders loss_shift.svg and gap.svg, and prints the\n"
           "epoch table, the loss-gap decomposition and the diagnosis.\n"
-          "usage: epochal report RUN_DIR");
+          "usage: epochal report RUN_DIR [--html]");
+  f.Switch("html", "also write RUN_DIR/report.html: every panel and table in one file");
   if (argc < 3 || std::string(argv[2]).rfind("--", 0) == 0) {
     if (!f.Parse(argc, argv, 2)) return 0;
     throw InputError("a run directory is required: epochal report RUN_DIR");
@@ -99,6 +101,9 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
                 finding.last_epoch, finding.explanation.c_str());
   }
   std::printf("\nPlots: %s, %s\n", (dir / "loss_shift.svg").c_str(), (dir / "gap.svg").c_str());
+  if (f.Has("html")) {
+    std::printf("Report: %s\n", WriteHtmlReport(dir, run, diagnosis.findings()).c_str());
+  }
   return 0;
 }
 

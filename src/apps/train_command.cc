@@ -11,6 +11,7 @@
 #include "checkpoint_flags.h"
 #include "commands.h"
 #include "ctl_command.h"
+#include "dashboard_flags.h"
 #include "epochal/core/atomic_file.h"
 #include "epochal/core/error.h"
 #include "epochal/core/logging.h"
@@ -86,6 +87,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);
+  AddDashboardFlags(f);
   if (!f.Parse(argc, argv, 2)) return 0;
   // SIGTERM/SIGINT from here on: checkpoint at the next step boundary, then exit 0.
   train::InstallStopSignalHandlers();
@@ -96,6 +98,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   CheckpointSetup checkpoints;
   train::FaultPlan faults;
   std::unique_ptr<metrics::MetricsExporter> exporter;
+  std::unique_ptr<dashboard::DashboardServer> page;
   AgreeOnStartup(comm, [&] {
     faults = train::FaultPlan::FromEnvironment();
     SetThreadsPerRank(f);
@@ -135,6 +138,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
                        "or turn drop_last off");
     }
     exporter = StartMetrics(f, comm.is_root());
+    page = StartDashboard(f, comm.is_root(), config, out, comm.size());
   });
   if (comm.is_root()) {
     std::cout << "epochal: " << config.name() << ": " << train_set.size() << " training and "
@@ -155,6 +159,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
     trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
     if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
+    if (page) page->SetLeakage(leak, &train_set, &val_set);
     if (comm.is_root()) {
       WriteFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
       std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
@@ -187,6 +192,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     } else if (stop) {
       trainer.SetControlSource(&*stop);
     }
+    if (page) AttachDashboard(*page, trainer);
     if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
@@ -208,6 +214,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
               << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
               << "weights.pb}\n";
     if (exporter) LingerForMetrics(f, *exporter);
+    if (page) LingerForDashboard(f, *page);
   }
   return 0;
 }

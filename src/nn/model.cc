@@ -226,6 +226,11 @@ void Model::Backward(const StepContext& ctx, float grad_scale, const GradientsRe
   dnnl_.stream.wait();
 }
 
+std::vector<float> Model::Logits() {
+  EPOCHAL_CHECK(last_plan_ != nullptr, "Logits() before Forward()");
+  return ToPlain(dnnl_, last_plan_->layers.back()->dst());
+}
+
 std::span<const float> Model::probabilities() const { return last_plan_->loss->probabilities(); }
 std::span<const float> Model::sample_losses() const { return last_plan_->loss->sample_losses(); }
 std::span<const int32_t> Model::predictions() const { return last_plan_->loss->predictions(); }

@@ -56,19 +56,9 @@ void AppendCsvHeader(const std::array<std::string_view, N>& columns, std::string
   out->push_back('\n');
 }
 
-}  // namespace
-
-std::string HistoryJson(const train::History& history, int indent) {
-  JsonWriter json(indent);
-  json.BeginObject();
-  json.Key("config");
-  if (IsBlank(history.config_json)) {
-    json.BeginObject().EndObject();
-  } else {
-    json.Raw(history.config_json);
-  }
-
-  json.Key("epochs").BeginArray();
+void WriteEpochs(const train::History& history, JsonWriter* out) {
+  JsonWriter& json = *out;
+  json.BeginArray();
   for (const train::EpochRecord& e : history.epochs) {
     json.BeginObject().Key(kEpochColumns[0]).Int(e.epoch);
     const auto values = EpochValues(e);
@@ -120,6 +110,22 @@ std::string HistoryJson(const train::History& history, int indent) {
     json.EndObject();
   }
   json.EndArray();
+}
+
+}  // namespace
+
+std::string HistoryJson(const train::History& history, int indent) {
+  JsonWriter json(indent);
+  json.BeginObject();
+  json.Key("config");
+  if (IsBlank(history.config_json)) {
+    json.BeginObject().EndObject();
+  } else {
+    json.Raw(history.config_json);
+  }
+
+  json.Key("epochs");
+  WriteEpochs(history, &json);
 
   json.Key("world_size").Int(history.world_size);
   json.Key("control_events").BeginArray();
@@ -181,6 +187,12 @@ std::string BatchesCsv(const train::History& history) {
     out.push_back('\n');
   }
   return out;
+}
+
+std::string EpochsJson(const train::History& history, int indent) {
+  JsonWriter json(indent);
+  WriteEpochs(history, &json);
+  return json.str();
 }
 
 void WriteHistoryFiles(const train::History& history, const std::filesystem::path& dir) {

@@ -14,11 +14,6 @@
 #include "epochal/v1/weights.pb.h"
 
 namespace epochal::train {
-namespace {
-
-std::string Errno() { return std::strerror(errno); }
-
-}  // namespace
 
 void SaveWeights(nn::Model& model, const std::string& config_name, int epochs_completed,
                  const std::string& path) {

@@ -64,6 +64,9 @@ class Model {
   std::span<const float> probabilities() const;
   std::span<const float> sample_losses() const;
   std::span<const int32_t> predictions() const;
+  // The last Forward's logits (the input of the softmax), [B, K] row-major, copied out
+  // of the primitives' layout (ONNX export checks; not for the hot path).
+  std::vector<float> Logits();
 
   std::vector<Parameter*> parameters();
   std::vector<StateBuffer*> state();

@@ -41,6 +41,8 @@ inline constexpr std::array<std::string_view, 3> kBatchColumns = {"epoch_progres
 std::string HistoryJson(const train::History& history, int indent = 2);
 std::string HistoryCsv(const train::History& history);
 std::string BatchesCsv(const train::History& history);
+// history.json's "epochs" array alone (the live page's snapshot of the epochs).
+std::string EpochsJson(const train::History& history, int indent = 0);
 
 // Writes history.json, history.csv and batches.csv into `dir` (which must exist), each
 // one atomically (WriteFileAtomic). Throws epochal::SystemError naming the file.
