@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "epochal/train/epoch_fields.h"
+
 namespace epochal::control {
 namespace {
 
@@ -18,19 +20,10 @@ std::string Format(const char* fmt, double value) {
 }
 
 void CopyEpoch(const train::EpochRecord& r, v1::EpochRecord* out) {
-  out->set_epoch(r.epoch);
-  out->set_loss(r.loss);
-  out->set_accuracy(r.accuracy);
-  out->set_val_loss(r.val_loss);
-  out->set_val_accuracy(r.val_accuracy);
-  if (r.gap_timing && r.gap_regularization && r.gap_data) {
-    out->set_has_gaps(true);
-    out->set_gap_timing(*r.gap_timing);
-    out->set_gap_regularization(*r.gap_regularization);
-    out->set_gap_data(*r.gap_data);
-  }
-  out->set_lr(r.lr);
-  out->set_seconds(r.seconds);
+  // The message carries some of the fields, by the same names.
+  train::EpochFieldsToMessage(r, train::EpochFieldCoverage::kThoseItHas, out);
+  // Without proto3 `optional` there, a flag says the probes ran and set the gap terms.
+  out->set_has_gaps(r.gap_timing && r.gap_regularization && r.gap_data);
   for (const std::string& f : r.findings) out->add_findings(f);
 }
 

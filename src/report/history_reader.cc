@@ -5,8 +5,11 @@
 
 #include <fstream>
 #include <sstream>
+#include <type_traits>
+#include <variant>
 
 #include "epochal/core/error.h"
+#include "epochal/train/epoch_fields.h"
 
 namespace epochal::report {
 namespace {
@@ -79,20 +82,22 @@ RunHistory ReadHistoryJson(const std::filesystem::path& path) {
     const Struct& e = epochs.list_value().values(i).struct_value();
     const std::string where = "epochs[" + std::to_string(i) + "]";
     train::EpochRecord rec;
-    rec.epoch = static_cast<int>(r.Number(e, "epoch", where));
-    rec.loss = r.Number(e, "loss", where);
-    rec.accuracy = r.Number(e, "accuracy", where);
-    rec.val_loss = r.Number(e, "val_loss", where);
-    rec.val_accuracy = r.Number(e, "val_accuracy", where);
-    rec.seconds = r.Optional(e, "seconds").value_or(0.0);
-    rec.images_per_second = r.Optional(e, "images_per_second").value_or(0.0);
-    rec.lr = r.Optional(e, "lr").value_or(0.0);
-    rec.probe_train_loss = r.Optional(e, "probe_train_loss");
-    rec.probe_eval_loss = r.Optional(e, "probe_eval_loss");
-    rec.gap_timing = r.Optional(e, "gap_timing");
-    rec.gap_regularization = r.Optional(e, "gap_regularization");
-    rec.gap_data = r.Optional(e, "gap_data");
-    rec.aligned_train_loss = r.Optional(e, "aligned_train_loss");
+    for (const train::EpochField& f : train::kEpochFields) {
+      const std::string key(f.name);
+      std::visit(
+          [&](auto member) {
+            auto& value = rec.*member;
+            using T = std::decay_t<decltype(value)>;
+            if constexpr (std::is_same_v<T, std::optional<double>>) {
+              value = r.Optional(e, key);
+            } else {
+              const double x =
+                  f.required ? r.Number(e, key, where) : r.Optional(e, key).value_or(0);
+              value = static_cast<T>(x);
+            }
+          },
+          f.member);
+    }
     rec.val_class_loss = r.Numbers(e, "val_class_loss");
     rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy");
     rec.probe_class_loss = r.Numbers(e, "probe_class_loss");
