@@ -133,7 +133,7 @@ cleanup() {
   if [ "$keep" = 1 ]; then
     say "kept the root in $root"
   elif [ -d "$root" ]; then
-    if grep -q " $root/" /proc/mounts; then
+    if grep -qE " $root(/| )" /proc/mounts; then
       say "WARNING: mounts remain under $root; not removing it"
     else
       rm -rf --one-file-system "$root"
@@ -156,6 +156,10 @@ mount_in() { # mount_in TARGET mount-args...
   mount "$@" "$target"
   mounted+=("$target")
 }
+# The root is a mount point of its own, as / is on a real machine: `ip netns exec` (the
+# multi-host test) makes / a slave mount and fails where / is a plain directory.
+mount --bind "$root" "$root"
+mounted+=("$root")
 mount_in /proc -t proc proc
 mount_in /sys --rbind /sys
 mount --make-rslave "$root/sys"
@@ -204,7 +208,7 @@ explain() {
   while read -r name; do
     report "CMake package $name" "$(provider "*/lib$name.so" "*/lib${name,,}.so" \
       "*/${name}Config.cmake" "*/${name,,}-config.cmake")"
-  done < <(grep -oE 'Could NOT find [A-Za-z0-9_]+' "$log" | awk '{print $4}' | sort -u)
+  done < <(grep -E '^ +Could NOT find ' "$log" | awk '{print $4}' | sort -u) # errors, not "-- " notes
   while read -r name; do
     report "Python module $name" "$(provider "/usr/lib/python3/dist-packages/$name")"
   done < <(grep -oE "No module named '[A-Za-z0-9_.]+'" "$log" | cut -d"'" -f2 | cut -d. -f1 | sort -u)

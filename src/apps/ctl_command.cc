@@ -8,6 +8,7 @@
 
 #include "epochal/control/control_server.h"
 #include "epochal/control/control_service.h"
+#include "epochal/control/control_state.h"
 #include "epochal/control/ctl.h"
 #include "epochal/core/error.h"
 
@@ -19,12 +20,15 @@ class RunningControlPlane final : public ControlPlane {
   RunningControlPlane(control::ServiceOptions service_options,
                       const control::ServerOptions& server_options,
                       const train::Diagnosis* diagnosis)
-      : service_(std::move(service_options), diagnosis), server_(server_options, &service_) {}
-  train::ControlSource* source() override { return &service_; }
-  train::TrainingObserver* observer() override { return &service_; }
+      : state_(std::move(service_options), diagnosis),
+        service_(state_),
+        server_(server_options, &service_) {}
+  train::ControlSource* source() override { return &state_; }
+  train::TrainingObserver* observer() override { return &state_; }
   const control::ControlServer& server() const { return server_; }
 
  private:
+  control::ControlState state_;
   control::ControlService service_;
   control::ControlServer server_;  // Declared last: shut down before the service goes.
 };

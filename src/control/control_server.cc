@@ -108,8 +108,8 @@ ControlServer::ControlServer(const ServerOptions& options, ControlService* servi
 }
 
 ControlServer::~ControlServer() {
-  service_->Shutdown();
-  // Streams end on their own once the service is shut down; a call stuck writing to a
+  service_->state().Shutdown();
+  // Streams end on their own once the state is shut down; a call stuck writing to a
   // client that does not read is cancelled after the grace period.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }

@@ -1,41 +1,23 @@
 #include "epochal/control/control_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <utility>
+#include <memory>
+#include <optional>
+#include <string_view>
 
 namespace epochal::control {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // How long a WatchEvents handler waits for an event before checking for cancellation.
 constexpr auto kWatchPollInterval = std::chrono::milliseconds(200);
-
-const char* StateName(v1::State s) { return v1::State_Name(s).c_str(); }
 
 std::string Format(const char* fmt, double value) {
   char buf[64];
   std::snprintf(buf, sizeof buf, fmt, value);
   return buf;
-}
-
-void CopyEpoch(const train::EpochRecord& r, v1::EpochRecord* out) {
-  out->set_epoch(r.epoch);
-  out->set_loss(r.loss);
-  out->set_accuracy(r.accuracy);
-  out->set_val_loss(r.val_loss);
-  out->set_val_accuracy(r.val_accuracy);
-  if (r.gap_timing && r.gap_regularization && r.gap_data) {
-    out->set_has_gaps(true);
-    out->set_gap_timing(*r.gap_timing);
-    out->set_gap_regularization(*r.gap_regularization);
-    out->set_gap_data(*r.gap_data);
-  }
-  out->set_lr(r.lr);
-  out->set_seconds(r.seconds);
-  for (const std::string& f : r.findings) out->add_findings(f);
 }
 
 }  // namespace
@@ -52,17 +34,9 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-ControlService::ControlService(ServiceOptions options, const train::Diagnosis* diagnosis)
-    : options_(std::move(options)), diagnosis_(diagnosis), start_(Clock::now()) {
-  epoch_start_ = start_;
-  history_.set_world_size(options_.world_size);
-  stop_accepted_ = false;
-}
-
-ControlService::~ControlService() { Shutdown(); }
-
 grpc::Status ControlService::Authorize(const grpc::ServerContext* context) const {
-  if (options_.token.empty()) return grpc::Status::OK;
+  const std::string& token = state_.options().token;
+  if (token.empty()) return grpc::Status::OK;
   const auto& metadata = context->client_metadata();
   const auto it = metadata.find("authorization");
   if (it == metadata.end()) {
@@ -72,173 +46,35 @@ grpc::Status ControlService::Authorize(const grpc::ServerContext* context) const
   const std::string value(it->second.data(), it->second.size());
   constexpr std::string_view kBearer = "Bearer ";
   const std::string presented = value.starts_with(kBearer) ? value.substr(kBearer.size()) : "";
-  if (!ConstantTimeEquals(presented, options_.token)) {
+  if (!ConstantTimeEquals(presented, token)) {
     return {grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token"};
   }
   return grpc::Status::OK;
 }
 
-double ControlService::Uptime() const {
-  return std::chrono::duration<double>(Clock::now() - start_).count();
-}
-
-std::optional<grpc::Status> ControlService::RefuseIfEnding() const {
-  if (finished_) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "training has finished");
-  }
-  if (stop_accepted_) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "the job is stopping; no further commands are accepted");
-  }
-  return std::nullopt;
-}
-
-ControlService::Outcome ControlService::WaitFor(std::unique_lock<std::mutex>& lock, uint64_t id,
-                                                const grpc::ServerContext* context) {
-  auto deadline = Clock::now() + options_.command_wait;
-  // Leave the client a moment to receive a "pending" reply before its own deadline (a
-  // client without a deadline has one in the far future).
-  const auto client_left = context->deadline() - std::chrono::system_clock::now();
-  if (client_left < options_.command_wait) {
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(client_left) -
-               std::chrono::milliseconds(200);
-  }
-  const auto done = [&] {
-    return applied_.count(id) > 0 ||
-           std::find(cancelled_.begin(), cancelled_.end(), id) != cancelled_.end() || finished_;
-  };
-  changed_.wait_until(lock, deadline, done);
-  if (applied_.count(id) > 0) return Outcome::kApplied;
-  if (std::find(cancelled_.begin(), cancelled_.end(), id) != cancelled_.end()) {
-    return Outcome::kCancelled;
-  }
-  if (finished_) return Outcome::kFinished;
-  return Outcome::kPending;
-}
-
-grpc::Status ControlService::Reply(Outcome outcome, uint64_t id, const std::string& what,
-                                   v1::CommandReply* reply) {
-  reply->set_state(state_);
-  reply->set_learning_rate(learning_rate_);
-  switch (outcome) {
-    case Outcome::kApplied: {
-      const train::ControlEvent& e = applied_.at(id);
-      reply->set_applied(true);
-      reply->set_effective_step(e.step);
-      reply->set_message(what + " from global step " + std::to_string(e.step));
-      return grpc::Status::OK;
-    }
-    case Outcome::kPending:
-      reply->set_message(what + " requested; it takes effect at the next step boundary");
-      return grpc::Status::OK;
-    case Outcome::kCancelled:
-      reply->set_message(what + " cancelled before it took effect");
-      return {grpc::StatusCode::ABORTED, reply->message()};
-    case Outcome::kFinished:
-      break;
-  }
-  return {grpc::StatusCode::ABORTED, "training ended before the " + what + " took effect"};
-}
-
 grpc::Status ControlService::GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest*,
                                        v1::Status* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::lock_guard lock(mu_);
-  reply->set_state(state_);
-  reply->set_epoch(epoch_);
-  reply->set_total_epochs(options_.total_epochs);
-  reply->set_step(step_);
-  reply->set_epoch_progress(epoch_progress_);
-  reply->set_learning_rate(learning_rate_);
-  reply->set_learning_rate_overridden(overridden_);
-  reply->set_last_batch_loss(last_batch_loss_);
-  reply->set_running_loss(running_loss_);
-  for (const v1::EpochRecord& e : history_.epochs()) {
-    reply->add_epoch_losses(e.loss());
-    reply->add_epoch_val_losses(e.val_loss());
-  }
-  const double seconds = std::chrono::duration<double>(Clock::now() - epoch_start_).count();
-  reply->set_images_per_second(
-      seconds > 0 && state_ == v1::RUNNING ? static_cast<double>(samples_in_epoch_) / seconds : 0);
-  reply->set_world_size(options_.world_size);
-  reply->set_uptime_seconds(Uptime());
-  reply->set_paused_at_step(paused_at_step_);
+  state_.GetStatus(reply);
   return grpc::Status::OK;
 }
 
 grpc::Status ControlService::Pause(grpc::ServerContext* context, const v1::PauseRequest*,
                                    v1::CommandReply* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::unique_lock lock(mu_);
-  if (auto refused = RefuseIfEnding()) return *refused;
-  if (want_pause_) {
-    return {grpc::StatusCode::FAILED_PRECONDITION,
-            in_pause_loop_ ? "already paused" : "a pause is already pending"};
-  }
-  if (in_pause_loop_) {
-    // A resume is pending but not yet handed out: take it back.
-    want_pause_ = true;
-    if (resume_) cancelled_.push_back(resume_->id);
-    resume_.reset();
-    changed_.notify_all();
-    reply->set_applied(true);
-    reply->set_effective_step(paused_at_step_);
-    reply->set_state(state_);
-    reply->set_learning_rate(learning_rate_);
-    reply->set_message("still paused (the pending resume was cancelled)");
-    return grpc::Status::OK;
-  }
-  want_pause_ = true;
-  const uint64_t id = next_id_++;
-  dist::ControlWord word;
-  word.action = dist::ControlWord::kPause;
-  queue_.push_back({id, word, "pause"});
-  const grpc::Status status = Reply(WaitFor(lock, id, context), id, "paused", reply);
-  if (reply->applied()) {
-    reply->set_message("paused after global step " + std::to_string(reply->effective_step() - 1) +
-                       " on every rank");
-  }
-  return status;
+  return state_.Pause(context->deadline(), reply);
 }
 
 grpc::Status ControlService::Resume(grpc::ServerContext* context, const v1::ResumeRequest*,
                                     v1::CommandReply* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::unique_lock lock(mu_);
-  if (auto refused = RefuseIfEnding()) return *refused;
-  if (!want_pause_) {
-    return {grpc::StatusCode::FAILED_PRECONDITION,
-            std::string("the job is not paused (state ") + StateName(state_) + ")"};
-  }
-  want_pause_ = false;
-  // A pause still queued is simply withdrawn.
-  const auto queued = std::find_if(queue_.begin(), queue_.end(),
-                                   [](const Command& c) { return c.action == "pause"; });
-  if (queued != queue_.end()) {
-    cancelled_.push_back(queued->id);
-    queue_.erase(queued);
-    changed_.notify_all();
-    reply->set_state(state_);
-    reply->set_learning_rate(learning_rate_);
-    reply->set_message("the pending pause was cancelled; training never stopped");
-    return grpc::Status::OK;
-  }
-  const uint64_t id = next_id_++;
-  resume_ = Command{id, {}, "resume"};
-  return Reply(WaitFor(lock, id, context), id, "resumed", reply);
+  return state_.Resume(context->deadline(), reply);
 }
 
 grpc::Status ControlService::Stop(grpc::ServerContext* context, const v1::StopRequest*,
                                   v1::CommandReply* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::unique_lock lock(mu_);
-  if (auto refused = RefuseIfEnding()) return *refused;
-  stop_accepted_ = true;
-  const uint64_t id = next_id_++;
-  dist::ControlWord word;
-  word.action = dist::ControlWord::kStop;
-  stop_ = Command{id, word, "stop"};
-  return Reply(WaitFor(lock, id, context), id, "stopped", reply);
+  return state_.Stop(context->deadline(), reply);
 }
 
 grpc::Status ControlService::SetLearningRate(grpc::ServerContext* context,
@@ -250,49 +86,33 @@ grpc::Status ControlService::SetLearningRate(grpc::ServerContext* context,
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "the learning rate must be finite and positive, got " + Format("%g", rate)};
   }
-  if (rate > options_.max_learning_rate) {
-    return {grpc::StatusCode::INVALID_ARGUMENT, "the learning rate " + Format("%g", rate) +
-                                                    " exceeds the maximum " +
-                                                    Format("%g", options_.max_learning_rate) +
-                                                    " (epochal train --control-max-lr raises it)"};
+  const double max_rate = state_.options().max_learning_rate;
+  if (rate > max_rate) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "the learning rate " + Format("%g", rate) + " exceeds the maximum " +
+                Format("%g", max_rate) + " (epochal train --control-max-lr raises it)"};
   }
-  std::unique_lock lock(mu_);
-  if (auto refused = RefuseIfEnding()) return *refused;
-  const uint64_t id = next_id_++;
-  dist::ControlWord word;
-  word.action = dist::ControlWord::kSetLearningRate;
-  word.learning_rate = rate;
-  queue_.push_back({id, word, "set_learning_rate"});
-  return Reply(WaitFor(lock, id, context), id, "learning rate " + Format("%.17g", rate), reply);
+  return state_.SetLearningRate(rate, context->deadline(), reply);
 }
 
 grpc::Status ControlService::SaveCheckpoint(grpc::ServerContext* context,
                                             const v1::SaveCheckpointRequest*,
                                             v1::CommandReply* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::unique_lock lock(mu_);
-  if (auto refused = RefuseIfEnding()) return *refused;
-  const uint64_t id = next_id_++;
-  dist::ControlWord word;
-  word.action = dist::ControlWord::kCheckpoint;
-  queue_.push_back({id, word, "checkpoint"});
-  return Reply(WaitFor(lock, id, context), id, "checkpoint", reply);
+  return state_.SaveCheckpoint(context->deadline(), reply);
 }
 
 grpc::Status ControlService::GetHistory(grpc::ServerContext* context,
                                         const v1::GetHistoryRequest* request, v1::History* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::lock_guard lock(mu_);
-  *reply = history_;
-  if (!request->include_batches()) reply->clear_batches();
+  state_.GetHistory(request->include_batches(), reply);
   return grpc::Status::OK;
 }
 
 grpc::Status ControlService::GetDiagnosis(grpc::ServerContext* context,
                                           const v1::GetDiagnosisRequest*, v1::Diagnosis* reply) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  std::lock_guard lock(mu_);
-  *reply = diagnosis_snapshot_;
+  state_.GetDiagnosis(reply);
   return grpc::Status::OK;
 }
 
@@ -300,228 +120,20 @@ grpc::Status ControlService::WatchEvents(grpc::ServerContext* context,
                                          const v1::WatchEventsRequest* request,
                                          grpc::ServerWriter<v1::Event>* writer) {
   if (auto s = Authorize(context); !s.ok()) return s;
-  auto queue = std::make_shared<EventQueue>(options_.watch_queue_capacity);
-  {
-    // The first event says where the job stands.
-    v1::Event first;
-    std::lock_guard lock(mu_);
-    first.set_time_seconds(Uptime());
-    first.mutable_state()->set_state(state_);
-    first.mutable_state()->set_action("subscribed");
-    first.mutable_state()->set_step(step_);
-    first.mutable_state()->set_learning_rate(learning_rate_);
-    queue->Push(first);
-    if (finished_) queue->Close();
-  }
-  {
-    std::lock_guard lock(subs_mu_);
-    subscribers_.push_back({queue, request->skip_batches()});
-  }
+  const std::shared_ptr<EventQueue> queue = state_.Subscribe(request->skip_batches());
   while (!context->IsCancelled()) {
     std::optional<v1::Event> event = queue->Pop(kWatchPollInterval);
     if (!event) {
       if (queue->closed()) break;
-      std::lock_guard lock(mu_);
-      if (finished_) break;  // Shut down before this subscriber was registered.
+      if (state_.finished()) break;  // Shut down before this subscriber was registered.
       continue;
     }
     // Blocks only this handler's thread when the client reads slowly.
     if (!writer->Write(*event)) break;
   }
-  {
-    std::lock_guard lock(subs_mu_);
-    dropped_by_gone_ += queue->dropped();
-    std::erase_if(subscribers_, [&](const Subscriber& s) { return s.queue == queue; });
-  }
+  state_.Unsubscribe(queue);
   if (context->IsCancelled()) return grpc::Status::CANCELLED;
   return grpc::Status::OK;
-}
-
-dist::ControlWord ControlService::Poll(int64_t step) {
-  std::lock_guard lock(mu_);
-  dist::ControlWord word;
-  word.step = step;
-  const auto hand_out = [&](Command command) {
-    command.word.step = step;
-    in_flight_.push_back(command);
-    return command.word;
-  };
-  if (stop_) {
-    Command c = std::move(*stop_);
-    stop_.reset();
-    return hand_out(std::move(c));
-  }
-  if (options_.stop_after_step > 0 && step == options_.stop_after_step && !stop_accepted_) {
-    stop_accepted_ = true;
-    word.action = dist::ControlWord::kStop;
-    return word;
-  }
-  if (in_pause_loop_) {
-    if (want_pause_) {
-      word.action = dist::ControlWord::kPause;
-      return word;
-    }
-    if (resume_) {
-      Command c = std::move(*resume_);
-      resume_.reset();
-      return hand_out(std::move(c));  // kContinue ends the pause on every rank.
-    }
-    return word;
-  }
-  if (stop_accepted_ || queue_.empty()) return word;
-  Command c = std::move(queue_.front());
-  queue_.pop_front();
-  return hand_out(std::move(c));
-}
-
-void ControlService::Publish(v1::Event event, bool is_batch) {
-  event.set_time_seconds(Uptime());
-  std::lock_guard lock(subs_mu_);
-  for (const Subscriber& s : subscribers_) {
-    if (!(is_batch && s.skip_batches)) s.queue->Push(event);
-  }
-}
-
-void ControlService::PublishState(const std::string& action, int64_t step, double learning_rate) {
-  v1::Event event;
-  v1::StateEvent* s = event.mutable_state();
-  {
-    std::lock_guard lock(mu_);
-    s->set_state(state_);
-  }
-  s->set_action(action);
-  s->set_step(step);
-  s->set_learning_rate(learning_rate);
-  Publish(std::move(event), false);
-}
-
-void ControlService::OnEpochStart(int epoch, int, int64_t) {
-  std::lock_guard lock(mu_);
-  epoch_ = epoch;
-  samples_in_epoch_ = 0;
-  epoch_start_ = Clock::now();
-}
-
-void ControlService::OnStep(const train::StepEvent& e) {
-  {
-    std::lock_guard lock(mu_);
-    epoch_ = e.epoch;
-    step_ = e.global_step;
-    samples_in_epoch_ = e.samples_in_epoch;
-    epoch_progress_ = e.epoch_progress;
-    if (!overridden_) learning_rate_ = e.learning_rate;
-    last_batch_loss_ = e.batch_loss;
-    running_loss_ = e.running_loss;
-    v1::BatchRecord* b = history_.add_batches();
-    b->set_epoch_progress(e.epoch_progress);
-    b->set_loss(e.batch_loss);
-    b->set_lr(e.learning_rate);
-  }
-  v1::Event event;
-  v1::BatchEvent* b = event.mutable_batch();
-  b->set_epoch(e.epoch);
-  b->set_step(e.global_step);
-  b->set_epoch_progress(e.epoch_progress);
-  b->set_loss(e.batch_loss);
-  b->set_learning_rate(e.learning_rate);
-  Publish(std::move(event), true);
-}
-
-void ControlService::OnEpochEnd(const train::EpochRecord& record, const train::EvalResult&,
-                                const train::History&) {
-  v1::Diagnosis snapshot;
-  if (diagnosis_ != nullptr) {
-    for (const train::Finding& f : diagnosis_->findings()) {
-      v1::Finding* out = snapshot.add_findings();
-      out->set_name(f.name);
-      out->set_first_epoch(f.first_epoch);
-      out->set_last_epoch(f.last_epoch);
-      out->set_explanation(f.explanation);
-      for (const auto& [name, value] : f.numbers) (*out->mutable_numbers())[name] = value;
-    }
-  }
-  snapshot.set_dominant_term(record.dominant_term);
-  snapshot.set_epoch(record.epoch);
-  v1::Event event;
-  CopyEpoch(record, event.mutable_epoch()->mutable_record());
-  {
-    std::lock_guard lock(mu_);
-    *history_.add_epochs() = event.epoch().record();
-    diagnosis_snapshot_ = std::move(snapshot);
-  }
-  Publish(event, false);
-  for (const std::string& f : record.findings) {
-    v1::Event finding;
-    finding.mutable_finding()->set_epoch(record.epoch);
-    finding.mutable_finding()->set_finding(f);
-    Publish(std::move(finding), false);
-  }
-}
-
-void ControlService::OnControl(const train::ControlEvent& e) {
-  {
-    std::lock_guard lock(mu_);
-    if (e.action == "pause") {
-      in_pause_loop_ = true;
-      state_ = v1::PAUSED;
-      paused_at_step_ = e.step;
-    } else if (e.action == "resume") {
-      in_pause_loop_ = false;
-      want_pause_ = false;
-      state_ = v1::RUNNING;
-    } else if (e.action == "stop") {
-      stop_accepted_ = true;
-      state_ = v1::STOPPING;
-    } else if (e.action == "set_learning_rate") {
-      learning_rate_ = e.learning_rate;
-      overridden_ = true;
-    }
-    auto* history = history_.add_control_events();
-    history->set_step(e.step);
-    history->set_action(e.action);
-    history->set_learning_rate(e.learning_rate);
-    // The command this event confirms (a resume that a stop caused confirms nothing).
-    if (!in_flight_.empty() && in_flight_.front().action == e.action) {
-      applied_[in_flight_.front().id] = e;
-      in_flight_.pop_front();
-    }
-  }
-  changed_.notify_all();
-  PublishState(e.action, e.step, e.learning_rate);
-}
-
-void ControlService::OnTrainingEnd(const train::History&, const train::EvalResult&) {
-  int64_t step = 0;
-  {
-    std::lock_guard lock(mu_);
-    state_ = v1::FINISHED;
-    step = step_;
-  }
-  PublishState("finished", step, 0.0);
-  Shutdown();
-}
-
-void ControlService::Shutdown() {
-  {
-    std::lock_guard lock(mu_);
-    finished_ = true;
-    state_ = v1::FINISHED;
-  }
-  changed_.notify_all();
-  std::lock_guard lock(subs_mu_);
-  for (const Subscriber& s : subscribers_) s.queue->Close();
-}
-
-size_t ControlService::subscribers() const {
-  std::lock_guard lock(subs_mu_);
-  return subscribers_.size();
-}
-
-uint64_t ControlService::dropped_events() const {
-  std::lock_guard lock(subs_mu_);
-  uint64_t n = dropped_by_gone_;
-  for (const Subscriber& s : subscribers_) n += s.queue->dropped();
-  return n;
 }
 
 }  // namespace epochal::control

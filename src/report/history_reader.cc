@@ -5,10 +5,13 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <variant>
 
 #include "epochal/core/error.h"
 #include "epochal/core/file_read.h"
 #include "epochal/train/config.h"
+#include "epochal/train/epoch_fields.h"
 
 namespace epochal::report {
 namespace {
@@ -152,24 +155,27 @@ RunHistory ReadHistoryJson(const std::filesystem::path& path) {
     const std::string where = "epochs[" + std::to_string(i) + "]";
     const Struct& e = r.Object(epochs.values(i), where);
     train::EpochRecord rec;
-    const double epoch = r.Number(e, "epoch", where);
-    if (epoch < 1 || epoch > std::numeric_limits<int>::max() || epoch != std::floor(epoch)) {
-      r.Fail(where + ".epoch", "must be a positive integer");
+    for (const train::EpochField& f : train::kEpochFields) {
+      const std::string key(f.name);
+      std::visit(
+          [&](auto member) {
+            auto& value = rec.*member;
+            using T = std::decay_t<decltype(value)>;
+            if constexpr (std::is_same_v<T, std::optional<double>>) {
+              value = r.Optional(e, key, where);
+            } else {
+              const double x =
+                  f.required ? r.Number(e, key, where) : r.Optional(e, key, where).value_or(0);
+              if constexpr (std::is_same_v<T, int>) {
+                if (x < 1 || x > std::numeric_limits<int>::max() || x != std::floor(x)) {
+                  r.Fail(where + "." + key, "must be a positive integer");
+                }
+              }
+              value = static_cast<T>(x);
+            }
+          },
+          f.member);
     }
-    rec.epoch = static_cast<int>(epoch);
-    rec.loss = r.Number(e, "loss", where);
-    rec.accuracy = r.Number(e, "accuracy", where);
-    rec.val_loss = r.Number(e, "val_loss", where);
-    rec.val_accuracy = r.Number(e, "val_accuracy", where);
-    rec.seconds = r.Optional(e, "seconds", where).value_or(0.0);
-    rec.images_per_second = r.Optional(e, "images_per_second", where).value_or(0.0);
-    rec.lr = r.Optional(e, "lr", where).value_or(0.0);
-    rec.probe_train_loss = r.Optional(e, "probe_train_loss", where);
-    rec.probe_eval_loss = r.Optional(e, "probe_eval_loss", where);
-    rec.gap_timing = r.Optional(e, "gap_timing", where);
-    rec.gap_regularization = r.Optional(e, "gap_regularization", where);
-    rec.gap_data = r.Optional(e, "gap_data", where);
-    rec.aligned_train_loss = r.Optional(e, "aligned_train_loss", where);
     rec.val_class_loss = r.Numbers(e, "val_class_loss", where);
     rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy", where);
     rec.probe_class_loss = r.Numbers(e, "probe_class_loss", where);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <optional>
+#include <type_traits>
+#include <variant>
 
 #include "epochal/core/atomic_file.h"
 #include "epochal/report/json_writer.h"
@@ -13,21 +15,19 @@ bool IsBlank(std::string_view s) {
   return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
-// The numeric epoch fields after `epoch`, in kEpochColumns order (findings excluded).
-std::array<std::optional<double>, 13> EpochValues(const train::EpochRecord& e) {
-  return {e.loss,
-          e.accuracy,
-          e.val_loss,
-          e.val_accuracy,
-          e.probe_train_loss,
-          e.probe_eval_loss,
-          e.gap_timing,
-          e.gap_regularization,
-          e.gap_data,
-          e.aligned_train_loss,
-          e.seconds,
-          e.images_per_second,
-          e.lr};
+// Writes field `f` of `e` as the next member of the open JSON object.
+void WriteJsonField(const train::EpochField& f, const train::EpochRecord& e, JsonWriter& json) {
+  json.Key(f.name);
+  std::visit(
+      [&](auto member) {
+        const auto& value = e.*member;
+        if constexpr (std::is_same_v<std::decay_t<decltype(value)>, int>) {
+          json.Int(value);
+        } else {
+          json.Number(value);
+        }
+      },
+      f.member);
 }
 
 void AppendCsvCell(std::string_view cell, std::string* out) {
@@ -47,6 +47,20 @@ void AppendCsvNumber(std::optional<double> value, std::string* out) {
   if (value && std::isfinite(*value)) out->append(FormatJsonNumber(*value));
 }
 
+// Appends field `f` of `e` as a CSV cell.
+void AppendCsvField(const train::EpochField& f, const train::EpochRecord& e, std::string* out) {
+  std::visit(
+      [&](auto member) {
+        const auto& value = e.*member;
+        if constexpr (std::is_same_v<std::decay_t<decltype(value)>, int>) {
+          out->append(std::to_string(value));
+        } else {
+          AppendCsvNumber(value, out);
+        }
+      },
+      f.member);
+}
+
 template <size_t N>
 void AppendCsvHeader(const std::array<std::string_view, N>& columns, std::string* out) {
   for (size_t i = 0; i < N; ++i) {
@@ -60,18 +74,19 @@ void WriteEpochs(const train::History& history, JsonWriter* out) {
   JsonWriter& json = *out;
   json.BeginArray();
   for (const train::EpochRecord& e : history.epochs) {
-    json.BeginObject().Key(kEpochColumns[0]).Int(e.epoch);
-    const auto values = EpochValues(e);
-    for (size_t i = 0; i < values.size(); ++i) json.Key(kEpochColumns[i + 1]).Number(values[i]);
-    json.Key(kEpochColumns[14]).BeginArray();
+    json.BeginObject();
+    for (const train::EpochField& f : train::kEpochFields) {
+      if (f.column) WriteJsonField(f, e, json);
+    }
+    json.Key("findings").BeginArray();
     for (const std::string& finding : e.findings) json.String(finding);
     json.EndArray();
     // The shifted curve: L_run(e) describes the model about half an epoch earlier.
     json.Key("shifted_epoch").Number(e.epoch - 0.5);
     if (!e.dominant_term.empty()) json.Key("dominant_term").String(e.dominant_term);
-    // Timings of the coordinator's work after the epoch (not in `seconds`).
-    json.Key("validation_seconds").Number(e.validation_seconds);
-    json.Key("probe_seconds").Number(e.probe_seconds);
+    for (const train::EpochField& f : train::kEpochFields) {
+      if (!f.column) WriteJsonField(f, e, json);
+    }
     const auto vec = [&json](const char* key, const std::vector<double>& v) {
       if (v.empty()) return;
       json.Key(key).BeginArray();
@@ -158,12 +173,11 @@ std::string HistoryCsv(const train::History& history) {
   std::string out;
   AppendCsvHeader(kEpochColumns, &out);
   for (const train::EpochRecord& e : history.epochs) {
-    out.append(std::to_string(e.epoch));
-    for (const std::optional<double>& v : EpochValues(e)) {
+    for (const train::EpochField& f : train::kEpochFields) {
+      if (!f.column) continue;
+      AppendCsvField(f, e, &out);
       out.push_back(',');
-      AppendCsvNumber(v, &out);
     }
-    out.push_back(',');
     std::string findings;
     for (size_t i = 0; i < e.findings.size(); ++i) {
       if (i > 0) findings.push_back(';');

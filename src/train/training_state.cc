@@ -7,6 +7,7 @@
 #include "epochal/core/error.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/train/checkpoint.h"
+#include "epochal/train/epoch_fields.h"
 
 namespace epochal::train {
 namespace {
@@ -16,20 +17,7 @@ using detail::StrCat;
 void ToProto(const History& h, v1::HistoryProto* out) {
   for (const EpochRecord& e : h.epochs) {
     v1::EpochRecordProto* p = out->add_epochs();
-    p->set_epoch(e.epoch);
-    p->set_loss(e.loss);
-    p->set_accuracy(e.accuracy);
-    p->set_val_loss(e.val_loss);
-    p->set_val_accuracy(e.val_accuracy);
-    p->set_seconds(e.seconds);
-    p->set_images_per_second(e.images_per_second);
-    p->set_lr(e.lr);
-    if (e.probe_train_loss) p->set_probe_train_loss(*e.probe_train_loss);
-    if (e.probe_eval_loss) p->set_probe_eval_loss(*e.probe_eval_loss);
-    if (e.gap_timing) p->set_gap_timing(*e.gap_timing);
-    if (e.gap_regularization) p->set_gap_regularization(*e.gap_regularization);
-    if (e.gap_data) p->set_gap_data(*e.gap_data);
-    if (e.aligned_train_loss) p->set_aligned_train_loss(*e.aligned_train_loss);
+    EpochFieldsToMessage(e, EpochFieldCoverage::kAll, p);
     for (const auto& f : e.findings) p->add_findings(f);
     p->mutable_val_class_loss()->Add(e.val_class_loss.begin(), e.val_class_loss.end());
     p->mutable_val_class_accuracy()->Add(e.val_class_accuracy.begin(), e.val_class_accuracy.end());
@@ -44,8 +32,6 @@ void ToProto(const History& h, v1::HistoryProto* out) {
       }
     }
     for (const auto& hash : e.replica_hashes) p->add_replica_hashes(hash);
-    p->set_validation_seconds(e.validation_seconds);
-    p->set_probe_seconds(e.probe_seconds);
   }
   for (const BatchRecord& b : h.batches) {
     v1::BatchRecordProto* p = out->add_batches();
@@ -67,20 +53,7 @@ void FromProto(const v1::HistoryProto& in, History* h) {
   h->control_events.clear();
   for (const v1::EpochRecordProto& p : in.epochs()) {
     EpochRecord e;
-    e.epoch = p.epoch();
-    e.loss = p.loss();
-    e.accuracy = p.accuracy();
-    e.val_loss = p.val_loss();
-    e.val_accuracy = p.val_accuracy();
-    e.seconds = p.seconds();
-    e.images_per_second = p.images_per_second();
-    e.lr = p.lr();
-    if (p.has_probe_train_loss()) e.probe_train_loss = p.probe_train_loss();
-    if (p.has_probe_eval_loss()) e.probe_eval_loss = p.probe_eval_loss();
-    if (p.has_gap_timing()) e.gap_timing = p.gap_timing();
-    if (p.has_gap_regularization()) e.gap_regularization = p.gap_regularization();
-    if (p.has_gap_data()) e.gap_data = p.gap_data();
-    if (p.has_aligned_train_loss()) e.aligned_train_loss = p.aligned_train_loss();
+    EpochFieldsFromMessage(p, &e);
     e.findings.assign(p.findings().begin(), p.findings().end());
     e.val_class_loss.assign(p.val_class_loss().begin(), p.val_class_loss().end());
     e.val_class_accuracy.assign(p.val_class_accuracy().begin(), p.val_class_accuracy().end());
@@ -92,8 +65,6 @@ void FromProto(const v1::HistoryProto& in, History* h) {
                                 p.rank_timings(i + 3), p.rank_timings(i + 4),
                                 p.rank_timings(i + 5)});
     }
-    e.validation_seconds = p.validation_seconds();
-    e.probe_seconds = p.probe_seconds();
     e.replica_hashes.assign(p.replica_hashes().begin(), p.replica_hashes().end());
     h->epochs.push_back(std::move(e));
   }

@@ -1,6 +1,6 @@
 // The TrainingControl service in one process: a real gRPC server on a free loopback port
 // and a real client stub, with a small stand-in for the trainer's loop that polls the
-// service and reports back exactly as train::Trainer does (Poll before a step, OnStep,
+// state and reports back exactly as train::Trainer does (Poll before a step, OnStep,
 // OnControl once the word took effect, the pause loop). The multi-rank behaviour with the
 // real trainer is tested end to end in control_mpi_test.
 #include "epochal/control/control_service.h"
@@ -26,7 +26,7 @@ using std::chrono::milliseconds;
 // Steps as fast as `step_sleep` allows, applying control words like Trainer::ApplyControl.
 class FakeTrainer {
  public:
-  FakeTrainer(ControlService* service, milliseconds step_sleep, int64_t max_steps = 1000000)
+  FakeTrainer(ControlState* service, milliseconds step_sleep, int64_t max_steps = 1000000)
       : service_(service), step_sleep_(step_sleep), max_steps_(max_steps) {
     thread_ = std::thread([this] { Run(); });
   }
@@ -72,7 +72,7 @@ class FakeTrainer {
     done_ = true;
   }
 
-  ControlService* service_;
+  ControlState* service_;
   milliseconds step_sleep_;
   int64_t max_steps_;
   std::atomic<bool> quit_{false}, done_{false};
@@ -81,10 +81,12 @@ class FakeTrainer {
   std::thread thread_;
 };
 
-// A service and its server on a free port of 127.0.0.1, and a client.
+// A control state, the service over it and its server on a free port of 127.0.0.1, and a client.
 struct Harness {
   explicit Harness(ServiceOptions options = {}, std::string token = {})
-      : service(WithToken(std::move(options), token)), server(ServerFor(token), &service) {
+      : state(WithToken(std::move(options), token)),
+        service(state),
+        server(ServerFor(token), &service) {
     channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
     stub = v1::TrainingControl::NewStub(channel);
   }
@@ -111,6 +113,7 @@ struct Harness {
     return stub->SetLearningRate(Context().get(), r, reply != nullptr ? reply : &ignored);
   }
 
+  ControlState state;
   ControlService service;
   ControlServer server;
   std::shared_ptr<grpc::Channel> channel;
@@ -121,7 +124,7 @@ TEST(ControlServiceTest, SetLearningRateRejectsBadRates) {
   ServiceOptions o;
   o.max_learning_rate = 10;
   Harness h(o);
-  FakeTrainer trainer(&h.service, milliseconds(1));
+  FakeTrainer trainer(&h.state, milliseconds(1));
   for (double bad :
        {std::nan(""), -1.0, 0.0, 1e30, std::numeric_limits<double>::infinity(), 10.5}) {
     const grpc::Status s = h.SetLr(bad);
@@ -141,7 +144,7 @@ TEST(ControlServiceTest, SetLearningRateRejectsBadRates) {
 
 TEST(ControlServiceTest, CommandsInTheWrongStateFailPrecondition) {
   Harness h;
-  FakeTrainer trainer(&h.service, milliseconds(1));
+  FakeTrainer trainer(&h.state, milliseconds(1));
   v1::CommandReply reply;
   grpc::Status s = h.stub->Resume(h.Context().get(), {}, &reply);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
@@ -176,7 +179,7 @@ TEST(ControlServiceTest, CommandsInTheWrongStateFailPrecondition) {
 
 TEST(ControlServiceTest, TokenIsRequiredOnEveryRpc) {
   Harness h({}, "s3cret-token");
-  FakeTrainer trainer(&h.service, milliseconds(1));
+  FakeTrainer trainer(&h.state, milliseconds(1));
   for (const std::string& token : {std::string(), std::string("wrong"), std::string("s3cret")}) {
     v1::Status status;
     v1::CommandReply reply;
@@ -222,10 +225,10 @@ TEST(ControlServiceTest, StalledSubscriberDoesNotBlockTraining) {
   grpc::ClientContext live;
   auto live_reader = h.stub->WatchEvents(&live, {});
   const auto wait_until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (h.service.subscribers() < 2 && std::chrono::steady_clock::now() < wait_until) {
+  while (h.state.subscribers() < 2 && std::chrono::steady_clock::now() < wait_until) {
     std::this_thread::sleep_for(milliseconds(5));
   }
-  ASSERT_EQ(h.service.subscribers(), 2u);
+  ASSERT_EQ(h.state.subscribers(), 2u);
   std::atomic<int64_t> live_events{0};
   std::thread reader([&] {
     v1::Event e;
@@ -233,7 +236,7 @@ TEST(ControlServiceTest, StalledSubscriberDoesNotBlockTraining) {
   });
   constexpr int64_t kSteps = 200000;
   {
-    FakeTrainer trainer(&h.service, milliseconds(0), kSteps);
+    FakeTrainer trainer(&h.state, milliseconds(0), kSteps);
     while (!trainer.done() &&
            std::chrono::steady_clock::now() < wait_until + std::chrono::seconds(40)) {
       std::this_thread::sleep_for(milliseconds(10));
@@ -242,7 +245,7 @@ TEST(ControlServiceTest, StalledSubscriberDoesNotBlockTraining) {
     EXPECT_TRUE(trainer.done());
     EXPECT_EQ(trainer.steps(), kSteps);
   }
-  EXPECT_GT(h.service.dropped_events(), 0u);
+  EXPECT_GT(h.state.dropped_events(), 0u);
   reader.join();  // The live stream ends (OK) with training.
   EXPECT_GT(live_events.load(), 0);
   EXPECT_TRUE(live_reader->Finish().ok());

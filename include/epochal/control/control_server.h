@@ -55,7 +55,7 @@ class ControlServer {
   // Throws InputError for bad options or unreadable certificate files, SystemError when
   // the address cannot be bound.
   ControlServer(const ServerOptions& options, ControlService* service);
-  // Ends the service's streams and shuts the server down (in-flight calls get 1 s).
+  // Ends the streams of the service's state and shuts the server down (in-flight calls get 1 s).
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;

@@ -1,69 +1,30 @@
 // ControlService: the gRPC TrainingControl service of a running job (rank 0).
 //
-// It sits between two threads of control. gRPC handler threads call the rpcs; the
-// training thread calls Poll() once per step (train::ControlSource) and the observer
-// hooks (train::TrainingObserver). Commands never touch the trainer: an rpc queues a
-// control word, Poll() hands it out at the next step boundary, the trainer broadcasts it
-// to every rank in the step's last gradient bucket, and once every rank has applied it
-// the trainer reports it back through OnControl() with the step it took effect at, which
-// is what the waiting rpc replies with.
+// A thin layer over a ControlState: each rpc checks the caller's bearer token and its
+// arguments, then asks the state, which owns everything the job's control plane knows
+// and the commands waiting for a step boundary (see control_state.h). WatchEvents drains
+// the subscriber queue the state hands it, so a slow client blocks only its own handler
+// thread.
 //
-// The training thread never waits for a client: Poll() and the observer hooks only take
-// `mu_` (held for bookkeeping, never across I/O or a wait), and WatchEvents subscribers
-// each get a bounded drop-oldest EventQueue that the handler thread drains.
-//
-// Thread safety: every public member may be called from any thread.
+// Thread safety: every rpc may be called from any gRPC thread.
 #pragma once
 
-#include <chrono>
-#include <condition_variable>
-#include <cstdint>
-#include <deque>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
-#include <vector>
 
-#include "epochal/control/event_queue.h"
-#include "epochal/dist/control_word.h"
-#include "epochal/train/control_source.h"
-#include "epochal/train/diagnosis.h"
-#include "epochal/train/observer.h"
+#include "epochal/control/control_state.h"
 #include "epochal/v1/control.grpc.pb.h"
 
 namespace epochal::control {
 
-struct ServiceOptions {
-  // Bearer token every rpc must carry; empty: no authentication.
-  std::string token;
-  // SetLearningRate refuses rates above this (INVALID_ARGUMENT).
-  double max_learning_rate = 1.0;
-  // How long a command rpc waits for the step boundary where it takes effect before it
-  // replies "pending" (it still takes effect there).
-  std::chrono::milliseconds command_wait{10000};
-  // Events each WatchEvents subscriber may hold before the oldest are dropped.
-  size_t watch_queue_capacity = 1024;
-  // Ranks in the job and epochs configured, for GetStatus.
-  int world_size = 1;
-  int total_epochs = 0;
-  // Also stop after this global step (`--stop-after-steps`); 0: never.
-  int64_t stop_after_step = 0;
-};
-
-class ControlService final : public v1::TrainingControl::Service,
-                             public train::ControlSource,
-                             public train::TrainingObserver {
+class ControlService final : public v1::TrainingControl::Service {
  public:
-  // `diagnosis` (not owned; may be null) is read on the training thread only, in
-  // OnEpochEnd, and must outlive the training run.
-  explicit ControlService(ServiceOptions options, const train::Diagnosis* diagnosis = nullptr);
-  ~ControlService() override;
+  // `state` (not owned) must outlive the service, and the server that serves it.
+  explicit ControlService(ControlState& state) : state_(state) {}
   ControlService(const ControlService&) = delete;
   ControlService& operator=(const ControlService&) = delete;
 
-  // --- rpcs (gRPC threads) ---
+  ControlState& state() const { return state_; }
+
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
                          v1::Status* reply) override;
   grpc::Status Pause(grpc::ServerContext* context, const v1::PauseRequest* request,
@@ -85,88 +46,10 @@ class ControlService final : public v1::TrainingControl::Service,
   grpc::Status WatchEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
                            grpc::ServerWriter<v1::Event>* writer) override;
 
-  // --- train::ControlSource (training thread, rank 0) ---
-  dist::ControlWord Poll(int64_t step) override;
-
-  // --- train::TrainingObserver (training thread, rank 0) ---
-  void OnEpochStart(int epoch, int total_epochs, int64_t samples) override;
-  void OnStep(const train::StepEvent& event) override;
-  void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult& validation,
-                  const train::History& history) override;
-  void OnTrainingEnd(const train::History& history, const train::EvalResult& validation) override;
-  void OnControl(const train::ControlEvent& event) override;
-
-  // Ends every WatchEvents stream and releases waiting commands; state becomes FINISHED
-  // if training has not said so. Call before shutting the gRPC server down.
-  void Shutdown();
-
-  // WatchEvents subscribers connected now (tests, benchmarks).
-  size_t subscribers() const;
-  // Events dropped over all subscribers so far.
-  uint64_t dropped_events() const;
-
  private:
-  struct Command {
-    uint64_t id = 0;
-    dist::ControlWord word;
-    std::string action;  // The ControlEvent action that confirms it.
-  };
-  struct Subscriber {
-    std::shared_ptr<EventQueue> queue;
-    bool skip_batches = false;
-  };
-  // The outcome of a queued command once the wait is over.
-  enum class Outcome { kApplied, kPending, kCancelled, kFinished };
-
   grpc::Status Authorize(const grpc::ServerContext* context) const;
-  // Waits (holding `lock` on mu_) until command `id` took effect, training finished, or
-  // the wait bound (or the client's deadline) passed.
-  Outcome WaitFor(std::unique_lock<std::mutex>& lock, uint64_t id,
-                  const grpc::ServerContext* context);
-  // Fills `reply` for command `id` after WaitFor; needs mu_.
-  grpc::Status Reply(Outcome outcome, uint64_t id, const std::string& what,
-                     v1::CommandReply* reply);
-  // A precondition error if no command can be accepted now (stopping or finished); needs mu_.
-  std::optional<grpc::Status> RefuseIfEnding() const;
-  double Uptime() const;
-  void Publish(v1::Event event, bool is_batch);
-  void PublishState(const std::string& action, int64_t step, double learning_rate);
 
-  const ServiceOptions options_;
-  const train::Diagnosis* const diagnosis_;
-  const std::chrono::steady_clock::time_point start_;
-
-  mutable std::mutex mu_;            // Guards every member below up to subs_mu_.
-  std::condition_variable changed_;  // A command took effect, or training ended.
-  v1::State state_ = v1::RUNNING;
-  uint64_t next_id_ = 1;
-  std::deque<Command> queue_;      // Accepted, not yet handed to the trainer.
-  std::deque<Command> in_flight_;  // Handed out, not yet confirmed by OnControl.
-  std::map<uint64_t, train::ControlEvent> applied_;
-  std::vector<uint64_t> cancelled_;
-  std::optional<Command> stop_;    // A stop not yet handed out.
-  std::optional<Command> resume_;  // A resume not yet handed out.
-  bool stop_accepted_ = false;     // Stop requested (by an rpc or stop_after_step).
-  bool want_pause_ = false;        // Paused, or a pause is queued.
-  bool in_pause_loop_ = false;     // The trainer is waiting at a step boundary.
-  bool finished_ = false;
-  // Status, as of the last step.
-  int epoch_ = 0;
-  int64_t step_ = 0;
-  int64_t samples_in_epoch_ = 0;
-  std::chrono::steady_clock::time_point epoch_start_;
-  double epoch_progress_ = 0;
-  double learning_rate_ = 0;
-  bool overridden_ = false;
-  double last_batch_loss_ = 0;
-  double running_loss_ = 0;
-  int64_t paused_at_step_ = 0;
-  v1::History history_;
-  v1::Diagnosis diagnosis_snapshot_;
-
-  mutable std::mutex subs_mu_;  // Guards subscribers_ (the list, not the queues).
-  std::vector<Subscriber> subscribers_;
-  uint64_t dropped_by_gone_ = 0;  // Drops counted by subscribers that left.
+  ControlState& state_;
 };
 
 // Constant-time equality of two secrets: the time taken depends on their lengths only.

@@ -1,9 +1,10 @@
 // History files of a run: history.json, history.csv and batches.csv (see DESIGN.md).
 //
 // history.json = {"config": <config_json, or {} when empty>, "epochs": [...],
-//                 "batches": [...]}; each epoch object has exactly the keys of
+//                 "batches": [...]}; each epoch object starts with the keys of
 // kEpochColumns in that order (absent optionals and non-finite numbers are null,
-// findings an array of strings); each batch object the keys of kBatchColumns.
+// findings an array of strings), then the other fields; each batch object has the
+// keys of kBatchColumns.
 // The CSV files have a header row of the same keys and one row per record; a null is an
 // empty cell, findings are joined with ';', and a cell containing ',', '"' or a line
 // break is quoted as RFC 4180 says.
@@ -16,25 +17,21 @@
 #include <string>
 #include <string_view>
 
+#include "epochal/train/epoch_fields.h"
 #include "epochal/train/history.h"
 
 namespace epochal::report {
 
-inline constexpr std::array<std::string_view, 15> kEpochColumns = {"epoch",
-                                                                   "loss",
-                                                                   "accuracy",
-                                                                   "val_loss",
-                                                                   "val_accuracy",
-                                                                   "probe_train_loss",
-                                                                   "probe_eval_loss",
-                                                                   "gap_timing",
-                                                                   "gap_regularization",
-                                                                   "gap_data",
-                                                                   "aligned_train_loss",
-                                                                   "seconds",
-                                                                   "images_per_second",
-                                                                   "lr",
-                                                                   "findings"};
+// The column fields of train::kEpochFields, then "findings".
+inline constexpr std::array<std::string_view, train::kEpochColumnFields + 1> kEpochColumns = [] {
+  std::array<std::string_view, train::kEpochColumnFields + 1> columns{};
+  size_t n = 0;
+  for (const train::EpochField& f : train::kEpochFields) {
+    if (f.column) columns[n++] = f.name;
+  }
+  columns[n] = "findings";
+  return columns;
+}();
 inline constexpr std::array<std::string_view, 3> kBatchColumns = {"epoch_progress", "loss", "lr"};
 
 // The documents, for writing and for the control plane's GetHistory.
