@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -209,6 +210,23 @@ struct SgemmResult {
   SgemmPoint best;
 };
 
+// Times `call`, an n x n x n GEMM, after one warm-up call: the best of at least 3 calls
+// and at least 0.25 s, as GFLOP/s.
+SgemmPoint TimeSquareGemm(int64_t n, const std::function<void()>& call) {
+  call();
+  double best_s = 1e30, total_s = 0;
+  for (int rep = 0; rep < 3 || total_s < 0.25; ++rep) {
+    const auto t0 = Clock::now();
+    call();
+    const double s = Seconds(t0, Clock::now());
+    best_s = std::min(best_s, s);
+    total_s += s;
+  }
+  const double flops =
+      2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+  return {n, flops / best_s / 1e9};
+}
+
 // Times C = A * B (row-major, no transposes) for each size: one warm-up call, then
 // repetitions until at least 0.25 s and 3 calls have run; the best call counts.
 SgemmResult MeasureSgemmPeak(std::span<const int64_t> sizes) {
@@ -231,18 +249,7 @@ SgemmResult MeasureSgemmPeak(std::span<const int64_t> sizes) {
             detail::StrCat("dnnl_sgemm(n=", n, ") failed with status ", static_cast<int>(st)));
       }
     };
-    call();
-    double best_s = 1e30, total_s = 0;
-    for (int rep = 0; rep < 3 || total_s < 0.25; ++rep) {
-      const auto t0 = Clock::now();
-      call();
-      const double s = Seconds(t0, Clock::now());
-      best_s = std::min(best_s, s);
-      total_s += s;
-    }
-    const double flops =
-        2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
-    const SgemmPoint p{n, flops / best_s / 1e9};
+    const SgemmPoint p = TimeSquareGemm(n, call);
     result.points.push_back(p);
     if (p.gflops > result.best.gflops) result.best = p;
   }
@@ -286,18 +293,7 @@ SgemmResult MeasureMatmulPeak(std::span<const int64_t> sizes, dnnl::memory::data
       mm.execute(stream, args);
       stream.wait();
     };
-    call();
-    double best_s = 1e30, total_s = 0;
-    for (int rep = 0; rep < 3 || total_s < 0.25; ++rep) {
-      const auto t0 = Clock::now();
-      call();
-      const double s = Seconds(t0, Clock::now());
-      best_s = std::min(best_s, s);
-      total_s += s;
-    }
-    const double flops =
-        2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
-    const SgemmPoint p{n, flops / best_s / 1e9};
+    const SgemmPoint p = TimeSquareGemm(n, call);
     result.points.push_back(p);
     if (p.gflops > result.best.gflops) {
       result.best = p;
