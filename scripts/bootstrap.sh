@@ -27,7 +27,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev libomp-14-dev
   dataset-fashion-mnist
   openssl python3-grpcio python3-grpc-tools python3-pkg-resources
   python3-yaml iproute2 shellcheck

@@ -196,7 +196,7 @@ in_root() {
 # explain LOG: the missing pieces a failed log names, and which package has them on this
 # machine (a package installed here but not in the root is the likely fix).
 explain() {
-  local log="$1" name hits=0
+  local log="$1" name hits=0 extra
   provider() { # provider GLOB...: the packages that ship a path matching a GLOB here
     local g
     for g in "$@"; do dpkg -S "$g" 2>/dev/null; done | cut -d: -f1 | tr ',' '\n' |
@@ -206,9 +206,13 @@ explain() {
     hits=1
     if [ -n "$2" ]; then say "  missing: $1 -> Debian package: $2"; else say "  missing: $1"; fi
   }
+  local base
   while read -r name; do
-    report "CMake package $name" "$(provider "*/lib$name.so" "*/lib${name,,}.so" \
-      "*/${name}Config.cmake" "*/${name,,}-config.cmake")"
+    base="${name%_C}" && base="${base%_CXX}" # FindOpenMP names OpenMP_CXX, OpenMP_C
+    extra=()
+    [ "$base" = OpenMP ] && extra=("*/libomp.so") # clang's runtime; GCC's comes with gcc
+    report "CMake package $name" "$(provider "*/lib$base.so" "*/lib${base,,}.so" \
+      "*/${base}Config.cmake" "*/${base,,}-config.cmake" "${extra[@]}")"
   done < <(grep -E '^ +Could NOT find ' "$log" | awk '{print $4}' | sort -u) # errors, not "-- " notes
   while read -r name; do
     report "Python module $name" "$(provider "/usr/lib/python3/dist-packages/$name")"
