@@ -1,8 +1,10 @@
 // `epochal evaluate`: saved weights on the validation split, and with --probe the gap
 // terms the weights show, measured by the same Evaluator training uses.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "commands.h"
@@ -32,8 +34,12 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Switch("json", "print one JSON object (full precision) instead of the report");
   f.Value("limit-train", "N", "with --probe: use only the first N training samples", "all");
   f.Switch("probe",
-           "also evaluate the training probe (both modes) and print the regularization and "
-           "data terms of the loss gap for these weights");
+           "also evaluate the training probe (its three modes) and print the dropout, batch-norm "
+           "and data terms of the loss gap for these weights, with standard errors");
+  f.Value("probe-samples", "N", "with --probe: training samples in the probe",
+          "config's analysis.probe_samples, else 5000");
+  f.Value("probe-seed", "S", "with --probe: seed of the probe's choice of samples",
+          "config's analysis.probe_seed, else derived from the seed");
   f.Value("logits-out", "FILE",
           "also write every validation sample's logits as float32 NumPy [N, K] (the "
           "reference an exported model is checked against)");
@@ -45,6 +51,10 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   if (auto v = f.Get("precision")) {
     config.mutable_training()->set_precision(*v);
     train::ValidateExperimentConfig(config, "--precision", nullptr);
+  }
+  if (auto v = f.GetInt("probe-samples", 1)) config.mutable_analysis()->set_probe_samples(*v);
+  if (auto v = f.GetInt("probe-seed", 0)) {
+    config.mutable_analysis()->set_probe_seed(static_cast<uint64_t>(*v));
   }
   const auto weights = f.Get("weights");
   const auto checkpoint_path = f.Get("checkpoint");
@@ -89,8 +99,7 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   }
   train::EpochRecord gap;  // The gap terms these weights show (no training loss here).
   gap.val_loss = r.loss;
-  train::Evaluator::SetGapTerms(p, &gap);
-  const double regularization = *gap.gap_regularization, data_term = *gap.gap_data;
+  train::Evaluator::SetGapTerms(p, r, &gap);
   const auto probe_n = static_cast<long long>(evaluator.probe_indices().size());
   char line[400];
   if (f.Has("json")) {
@@ -102,11 +111,21 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
     json += line;
     if (probe) {
       std::snprintf(line, sizeof line,
-                    ", \"probe_train_loss\": %.17g, \"probe_eval_loss\": %.17g, "
-                    "\"gap_regularization\": %.17g, \"gap_data\": %.17g, "
+                    ", \"probe_train_loss\": %.17g, \"probe_train_loss_se\": %.17g, "
+                    "\"probe_nodrop_loss\": %.17g, \"probe_eval_loss\": %.17g, "
+                    "\"probe_eval_loss_se\": %.17g, \"val_loss_se\": %.17g, "
                     "\"probe_samples\": %lld",
-                    p.train, p.eval, regularization, data_term, probe_n);
+                    p.train, p.train_se, p.nodrop, p.eval, p.eval_se, r.loss_se, probe_n);
       json += line;
+      for (const auto& [name, value, se] :
+           {std::tuple{"dropout", gap.gap_dropout, gap.gap_dropout_se},
+            {"batchnorm", gap.gap_batchnorm, gap.gap_batchnorm_se},
+            {"regularization", gap.gap_regularization, gap.gap_regularization_se},
+            {"data", gap.gap_data, gap.gap_data_se}}) {
+        std::snprintf(line, sizeof line, ", \"gap_%s\": %.17g, \"gap_%s_se\": %.17g", name,
+                      *value, name, *se);
+        json += line;
+      }
     }
     std::cout << json << "}\n";
     return 0;
@@ -116,10 +135,24 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   std::cout << line;
   if (probe) {
     std::snprintf(line, sizeof line,
-                  "probe (%lld training samples): P_train %.4f, P_eval %.4f; gap terms: "
-                  "regularization %+.4f, data %+.4f\n",
-                  probe_n, p.train, p.eval, regularization, data_term);
+                  "probe (%lld training samples): P_train %.4f, P_nodrop %.4f, P_eval %.4f\n",
+                  probe_n, p.train, p.nodrop, p.eval);
     std::cout << line;
+    const std::vector<std::string> absent =
+        train::RegularizationTraits::FromConfig(config).AbsentTerms();
+    std::cout << "gap terms:";
+    for (const auto& [name, value, se] :
+         {std::tuple{"dropout", gap.gap_dropout, gap.gap_dropout_se},
+          {"batchnorm", gap.gap_batchnorm, gap.gap_batchnorm_se},
+          {"data", gap.gap_data, gap.gap_data_se}}) {
+      if (std::find(absent.begin(), absent.end(), name) != absent.end()) {
+        std::cout << " " << name << " (not present)";
+        continue;
+      }
+      std::snprintf(line, sizeof line, " %s %+.4f \u00b1 %.4f", name, *value, *se);
+      std::cout << line;
+    }
+    std::cout << "\n";
   }
   std::cout << report::ClassificationReport(r.confusion, class_names);
   return 0;

@@ -106,6 +106,8 @@ fs::path WriteHtmlReport(const fs::path& dir, const report::RunHistory& run,
       !h.epochs.empty() && h.epochs.back().epoch >= doc.epochs_planned && !stopped;
   doc.state = complete ? "finished" : "stopped";
   doc.epochs_json = report::EpochsJson(h);
+  doc.partial_epoch_json = report::PartialEpochJson(h);
+  doc.absent_terms = h.absent_terms;
   doc.config_json = h.config_json;
   doc.batches = h.batches;
   doc.findings = findings;

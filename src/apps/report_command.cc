@@ -59,7 +59,9 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
   report::RunHistory run = report::ReadHistoryJson(dir / "history.json");
   train::History& h = run.history;
   // The diagnosis again, from the records and the run's own thresholds.
-  train::Diagnosis diagnosis(train::DiagnosisThresholds::FromConfig(run.config.analysis()));
+  train::Diagnosis diagnosis(train::DiagnosisThresholds::FromConfig(run.config.analysis()),
+                             train::RegularizationTraits::FromConfig(run.config));
+  diagnosis.SetRecomputedBatchNorm(run.config.training().recompute_bn_stats());
   const int64_t val_size = run.config.data().limit_val();
   if (auto leak = ReadLeakage(dir / "leakage.json", val_size)) diagnosis.SetLeakage(*leak);
   const std::vector<std::vector<train::Finding>> replayed = diagnosis.Replay(h);
@@ -71,8 +73,9 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
   }
   report::WritePlots(h, dir);
 
-  std::printf("%5s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "epoch", "loss", "acc", "val_loss",
-              "val_acc", "P_train", "P_eval", "timing", "regular.", "data", "aligned");
+  std::printf("%5s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "epoch", "loss", "acc",
+              "val_loss", "val_acc", "P_train", "P_nodrop", "P_eval", "timing", "dropout",
+              "batchnrm", "data", "aligned");
   const auto opt = [](const std::optional<double>& v) {
     char buf[32];
     if (v) {
@@ -83,15 +86,23 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
     return std::string(buf);
   };
   for (const train::EpochRecord& e : h.epochs) {
-    std::printf("%5d %8.4f %8.4f %8.4f %8.4f %s %s %s %s %s %s\n", e.epoch, e.loss, e.accuracy,
-                e.val_loss, e.val_accuracy, opt(e.probe_train_loss).c_str(),
-                opt(e.probe_eval_loss).c_str(), opt(e.gap_timing).c_str(),
-                opt(e.gap_regularization).c_str(), opt(e.gap_data).c_str(),
+    std::printf("%5d %8.4f %8.4f %8.4f %8.4f %s %s %s %s %s %s %s %s\n", e.epoch, e.loss,
+                e.accuracy, e.val_loss, e.val_accuracy, opt(e.probe_train_loss).c_str(),
+                opt(e.probe_nodrop_loss).c_str(), opt(e.probe_eval_loss).c_str(),
+                opt(e.gap_timing).c_str(), opt(e.gap_dropout).c_str(),
+                opt(e.gap_batchnorm).c_str(), opt(e.gap_data).c_str(),
                 opt(e.aligned_train_loss).c_str());
   }
-  std::printf("\nDecomposition (val_loss - loss = timing + regularization + data):\n");
+  if (h.partial_epoch) {
+    std::printf("%5d %8.4f %8.4f  partial: stopped at %.1f%% of the epoch; not validated\n",
+                h.partial_epoch->epoch, h.partial_epoch->loss, h.partial_epoch->accuracy,
+                100.0 * h.partial_epoch->epoch_fraction);
+  }
+  std::printf(
+      "\nDecomposition (val_loss - loss = timing + dropout + batchnorm + data, each \u00b1 its "
+      "standard error):\n");
   for (const train::EpochRecord& e : h.epochs) {
-    const std::string line = train::GapLine(e);
+    const std::string line = train::GapLine(e, h.absent_terms);
     std::printf("  epoch %d: %s\n", e.epoch, line.empty() ? "(no probes)" : line.c_str());
   }
   std::printf("\nDiagnosis:\n");

@@ -75,6 +75,10 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("limit-train", "N", "use only the first N training samples", "all");
   f.Switch("sync-batch-norm", "synchronize batch-norm statistics over ranks");
   f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
+  f.Value("recompute-bn-stats", "N",
+          "before each validation, recompute batch norm's running statistics over N training "
+          "batches (precise batch norm)",
+          "config's, else off");
   f.Value("stop-after-steps", "N", "stop every rank after global step N (as a control word would)");
   f.Switch("no-scan", "skip the leakage scan before training");
   f.Value("bucket-bytes", "N", "gradient fusion bucket threshold", "config's, else 64 KiB");
@@ -105,6 +109,9 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     config = LoadConfig(f);
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);
+    if (auto v = f.GetInt("recompute-bn-stats", 0, 1000000)) {
+      config.mutable_training()->set_recompute_bn_stats(static_cast<int32_t>(*v));
+    }
     if (auto v = f.GetInt("bucket-bytes", 1)) config.mutable_training()->set_bucket_bytes(*v);
     if (auto v = f.Get("allreduce-progress")) {
       if (*v != "auto" && *v != "poll" && *v != "thread") {

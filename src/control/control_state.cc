@@ -334,6 +334,7 @@ void ControlState::OnStep(const train::StepEvent& e) {
     b->set_epoch_progress(e.epoch_progress);
     b->set_loss(e.batch_loss);
     b->set_lr(e.learning_rate);
+    b->set_samples(e.batch_samples);
   }
   v1::Event event;
   v1::BatchEvent* b = event.mutable_batch();

@@ -65,14 +65,15 @@ void PrintStatus(const v1::Status& s, std::ostream& out) {
 }
 
 void PrintHistory(const v1::History& h, std::ostream& out) {
-  out << "epoch     loss      acc  val_loss  val_acc   timing  regular.     data       lr\n";
+  out << "epoch     loss      acc  val_loss  val_acc   timing  dropout batchnrm     data       "
+         "lr\n";
   for (const v1::EpochRecord& e : h.epochs()) {
     const auto opt = [](bool has, double v) { return has ? Num("%8.4f", v) : "       -"; };
     out << Num("%5.0f", e.epoch()) << " " << Num("%8.4f", e.loss()) << " "
         << Num("%8.4f", e.accuracy()) << " " << Num("%8.4f", e.val_loss()) << " "
         << Num("%8.4f", e.val_accuracy()) << " " << opt(e.has_gaps(), e.gap_timing()) << " "
-        << opt(e.has_gaps(), e.gap_regularization()) << " " << opt(e.has_gaps(), e.gap_data())
-        << " " << Num("%8.4g", e.lr()) << "\n";
+        << opt(e.has_gaps(), e.gap_dropout()) << " " << opt(e.has_gaps(), e.gap_batchnorm())
+        << " " << opt(e.has_gaps(), e.gap_data()) << " " << Num("%8.4g", e.lr()) << "\n";
   }
   if (h.control_events_size() > 0) out << "control events:\n";
   for (const v1::ControlEvent& c : h.control_events()) {

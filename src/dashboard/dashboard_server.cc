@@ -210,6 +210,8 @@ void DashboardServer::Publish(const train::History& history, bool final) {
   std::lock_guard<std::mutex> lock(mutex_);
   FlushPending();
   doc_.epochs_json = std::move(epochs);
+  doc_.partial_epoch_json = report::PartialEpochJson(history);
+  doc_.absent_terms = history.absent_terms;
   doc_.findings = std::move(findings);
   if (doc_.config_json.empty()) doc_.config_json = history.config_json;
   doc_.world_size = history.world_size;

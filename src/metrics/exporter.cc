@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 
 #include "epochal/core/error.h"
 #include "epochal/core/file_read.h"
@@ -31,8 +32,9 @@ using prometheus::Histogram;
 
 // The findings the diagnosis can raise (docs/loss-gap.md); each is exported from the
 // start, at 0, so a dashboard shows the full list. Others appear when first raised.
-constexpr const char* kFindingNames[] = {"TIMING",  "REGULARIZATION",   "VALIDATION_EASIER",
-                                         "LEAKAGE", "OVER_REGULARIZED", "OVERFITTING"};
+constexpr const char* kFindingNames[] = {
+    "TIMING",  "REGULARIZATION",   "BATCHNORM_LAG", "VALIDATION_EASIER",
+    "LEAKAGE", "OVER_REGULARIZED", "OVERFITTING"};
 constexpr const char* kStates[] = {"starting", "training", "paused", "stopped", "finished"};
 constexpr const char* kLossSummaryName = "epochal_train_loss";
 
@@ -182,11 +184,16 @@ struct MetricsExporter::Families {
         probe(GaugeFamily(r(registry), "epochal_probe_loss",
                           "Loss of the fixed training probe subset after the last completed "
                           "epoch: mode=\"train\" as training computes it (P_train), "
-                          "mode=\"eval\" in inference mode (P_eval)")),
+                          "mode=\"nodrop\" with batch statistics but no dropout or penalty "
+                          "(P_nodrop), mode=\"eval\" in inference mode (P_eval)")),
         gap(GaugeFamily(r(registry), "epochal_gap_loss",
                         "Terms of val_loss - train_loss after the last completed epoch: "
-                        "timing (P_train - L_run), regularization (P_eval - P_train), "
-                        "data (V - P_eval)")),
+                        "timing (P_train - L_run), dropout (P_nodrop - P_train: dropout and "
+                        "L2), batchnorm (P_eval - P_nodrop), data (V - P_eval); "
+                        "regularization = dropout + batchnorm")),
+        gap_se(GaugeFamily(r(registry), "epochal_gap_loss_stderr",
+                           "Standard error of each epochal_gap_loss term, from the per-sample "
+                           "losses of the probe and validation passes")),
         aligned(GaugeFamily(r(registry), "epochal_aligned_train_loss",
                             "Aligned training loss of the latest boundary whose value is "
                             "known: mean batch loss over half an epoch on each side of it")
@@ -235,6 +242,7 @@ struct MetricsExporter::Families {
   Gauge& images_per_second;
   Family<Gauge>& probe;
   Family<Gauge>& gap;
+  Family<Gauge>& gap_se;
   Gauge& aligned;
   Gauge& aligned_epoch;
   Family<Gauge>& leakage;
@@ -371,10 +379,17 @@ void MetricsExporter::OnEpochEnd(const train::EpochRecord& r, const train::EvalR
   f_->epoch_seconds.Set(r.seconds);
   f_->images_per_second.Set(r.images_per_second);
   if (r.probe_train_loss) f_->probe.Add({{"mode", "train"}}).Set(*r.probe_train_loss);
+  if (r.probe_nodrop_loss) f_->probe.Add({{"mode", "nodrop"}}).Set(*r.probe_nodrop_loss);
   if (r.probe_eval_loss) f_->probe.Add({{"mode", "eval"}}).Set(*r.probe_eval_loss);
-  if (r.gap_timing) f_->gap.Add({{"term", "timing"}}).Set(*r.gap_timing);
-  if (r.gap_regularization) f_->gap.Add({{"term", "regularization"}}).Set(*r.gap_regularization);
-  if (r.gap_data) f_->gap.Add({{"term", "data"}}).Set(*r.gap_data);
+  for (const auto& [term, value, se] :
+       {std::tuple{"timing", r.gap_timing, r.gap_timing_se},
+        {"dropout", r.gap_dropout, r.gap_dropout_se},
+        {"batchnorm", r.gap_batchnorm, r.gap_batchnorm_se},
+        {"regularization", r.gap_regularization, r.gap_regularization_se},
+        {"data", r.gap_data, r.gap_data_se}}) {
+    if (value) f_->gap.Add({{"term", term}}).Set(*value);
+    if (se) f_->gap_se.Add({{"term", term}}).Set(*se);
+  }
   for (auto& [name, gauge] : f_->findings) gauge->Set(0.0);
   for (const std::string& text : r.findings) {
     const std::string name = FindingName(text);

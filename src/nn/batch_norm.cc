@@ -107,19 +107,22 @@ class BatchNormPlan final : public LayerPlan {
     } else {
       train_.execute(ctx_.stream, train_args_);
     }
-    if (ctx.mode == Mode::kTrain) {
+    if (ctx.mode == Mode::kTrain || ctx.mode == Mode::kRecomputeStatistics) {
       ctx_.stream.wait();
       // Keras' fused kernel takes the Bessel-corrected variance for 4-D inputs.
       const float correction =
           is_4d_ && count > 1 ? static_cast<float>(count) / static_cast<float>(count - 1) : 1.0f;
-      const float m = layer_.options_.momentum;
+      // Recomputing adds the batch's statistics to a sum (running = 1 * running + 1 * batch).
+      const bool sum = ctx.mode == Mode::kRecomputeStatistics;
+      const float m = sum ? 1.0f : layer_.options_.momentum;
+      const float w = sum ? 1.0f : 1.0f - m;
       const float* mean = Data(mean_);
       const float* var = Data(variance_);
       float* running_mean = layer_.running_mean_.value.data();
       float* running_var = layer_.running_variance_.value.data();
       for (int64_t c = 0; c < layer_.channels_; ++c) {
-        running_mean[c] = m * running_mean[c] + (1.0f - m) * mean[c];
-        running_var[c] = m * running_var[c] + (1.0f - m) * var[c] * correction;
+        running_mean[c] = m * running_mean[c] + w * mean[c];
+        running_var[c] = m * running_var[c] + w * var[c] * correction;
       }
     }
   }

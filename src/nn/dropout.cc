@@ -111,7 +111,7 @@ class DropoutPlan final : public LayerPlan {
     ctx_.stream.wait();  // The loops below read src on this thread.
     const float* in = Data(src);
     float* out = Data(dst_);
-    active_ = ctx.mode != Mode::kInference && layer_.rate() > 0.0f;
+    active_ = UsesDropout(ctx.mode) && layer_.rate() > 0.0f;
     if (!active_) {
       // Identity: dst is src's buffer, no copy (the next layer reads it before src
       // changes, as Flatten's view does).

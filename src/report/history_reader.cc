@@ -112,6 +112,54 @@ class Reader {
   std::string path_;
 };
 
+// One record of history.json's "epochs" at `where`, or with `partial` its "partial_epoch",
+// which was never validated (its val_loss and val_accuracy are null: NaN here).
+train::EpochRecord ReadEpoch(const Reader& r, const Struct& e, const std::string& where,
+                             bool partial = false) {
+  train::EpochRecord rec;
+  for (const train::EpochField& f : train::kEpochFields) {
+    const std::string key(f.name);
+    std::visit(
+        [&](auto member) {
+          auto& value = rec.*member;
+          using T = std::decay_t<decltype(value)>;
+          if constexpr (std::is_same_v<T, std::optional<double>>) {
+            value = r.Optional(e, key, where);
+          } else {
+            const bool unvalidated = partial && (key == "val_loss" || key == "val_accuracy");
+            const double x =
+                f.required && !unvalidated
+                    ? r.Number(e, key, where)
+                    : r.Optional(e, key, where)
+                          .value_or(unvalidated ? std::numeric_limits<double>::quiet_NaN()
+                                                : f.missing);
+            if constexpr (std::is_same_v<T, int>) {
+              if (x < 1 || x > std::numeric_limits<int>::max() || x != std::floor(x)) {
+                r.Fail(where + "." + key, "must be a positive integer");
+              }
+            }
+            value = static_cast<T>(x);
+          }
+        },
+        f.member);
+  }
+  rec.val_class_loss = r.Numbers(e, "val_class_loss", where);
+  rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy", where);
+  rec.probe_class_loss = r.Numbers(e, "probe_class_loss", where);
+  rec.probe_class_accuracy = r.Numbers(e, "probe_class_accuracy", where);
+  if (const Value* v = r.Find(e, "dominant_term");
+      v != nullptr && v->kind_case() != Value::kNullValue) {
+    rec.dominant_term = r.String(*v, where + ".dominant_term");
+  }
+  if (const ListValue* findings = r.List(e, "findings", where)) {
+    for (int k = 0; k < findings->values_size(); ++k) {
+      rec.findings.push_back(
+          r.String(findings->values(k), where + ".findings[" + std::to_string(k) + "]"));
+    }
+  }
+  return rec;
+}
+
 }  // namespace
 
 RunHistory ReadHistoryJson(const std::filesystem::path& path) {
@@ -153,44 +201,18 @@ RunHistory ReadHistoryJson(const std::filesystem::path& path) {
   const ListValue& epochs = epochs_value.list_value();
   for (int i = 0; i < epochs.values_size(); ++i) {
     const std::string where = "epochs[" + std::to_string(i) + "]";
-    const Struct& e = r.Object(epochs.values(i), where);
-    train::EpochRecord rec;
-    for (const train::EpochField& f : train::kEpochFields) {
-      const std::string key(f.name);
-      std::visit(
-          [&](auto member) {
-            auto& value = rec.*member;
-            using T = std::decay_t<decltype(value)>;
-            if constexpr (std::is_same_v<T, std::optional<double>>) {
-              value = r.Optional(e, key, where);
-            } else {
-              const double x =
-                  f.required ? r.Number(e, key, where) : r.Optional(e, key, where).value_or(0);
-              if constexpr (std::is_same_v<T, int>) {
-                if (x < 1 || x > std::numeric_limits<int>::max() || x != std::floor(x)) {
-                  r.Fail(where + "." + key, "must be a positive integer");
-                }
-              }
-              value = static_cast<T>(x);
-            }
-          },
-          f.member);
+    h.epochs.push_back(ReadEpoch(r, r.Object(epochs.values(i), where), where));
+  }
+  if (const Value* partial = r.Find(root, "partial_epoch");
+      partial != nullptr && partial->kind_case() != Value::kNullValue) {
+    h.partial_epoch =
+        ReadEpoch(r, r.Object(*partial, "partial_epoch"), "partial_epoch", /*partial=*/true);
+  }
+  if (const ListValue* absent = r.List(root, "absent_terms", "the top level")) {
+    for (int k = 0; k < absent->values_size(); ++k) {
+      h.absent_terms.push_back(
+          r.String(absent->values(k), "absent_terms[" + std::to_string(k) + "]"));
     }
-    rec.val_class_loss = r.Numbers(e, "val_class_loss", where);
-    rec.val_class_accuracy = r.Numbers(e, "val_class_accuracy", where);
-    rec.probe_class_loss = r.Numbers(e, "probe_class_loss", where);
-    rec.probe_class_accuracy = r.Numbers(e, "probe_class_accuracy", where);
-    if (const Value* v = r.Find(e, "dominant_term");
-        v != nullptr && v->kind_case() != Value::kNullValue) {
-      rec.dominant_term = r.String(*v, where + ".dominant_term");
-    }
-    if (const ListValue* findings = r.List(e, "findings", where)) {
-      for (int k = 0; k < findings->values_size(); ++k) {
-        rec.findings.push_back(
-            r.String(findings->values(k), where + ".findings[" + std::to_string(k) + "]"));
-      }
-    }
-    h.epochs.push_back(std::move(rec));
   }
   if (const ListValue* batches = r.List(root, "batches", "the top level")) {
     for (int i = 0; i < batches->values_size(); ++i) {
@@ -198,7 +220,8 @@ RunHistory ReadHistoryJson(const std::filesystem::path& path) {
       const Struct& b = r.Object(batches->values(i), where);
       h.batches.push_back({r.Optional(b, "epoch_progress", where).value_or(0.0),
                            r.Optional(b, "loss", where).value_or(0.0),
-                           r.Optional(b, "lr", where).value_or(0.0)});
+                           r.Optional(b, "lr", where).value_or(0.0),
+                           static_cast<int64_t>(r.Optional(b, "samples", where).value_or(0.0))});
     }
   }
   return run;

@@ -70,10 +70,9 @@ void AppendCsvHeader(const std::array<std::string_view, N>& columns, std::string
   out->push_back('\n');
 }
 
-void WriteEpochs(const train::History& history, JsonWriter* out) {
+void WriteEpoch(const train::EpochRecord& e, JsonWriter* out) {
   JsonWriter& json = *out;
-  json.BeginArray();
-  for (const train::EpochRecord& e : history.epochs) {
+  {
     json.BeginObject();
     for (const train::EpochField& f : train::kEpochFields) {
       if (f.column) WriteJsonField(f, e, json);
@@ -124,7 +123,12 @@ void WriteEpochs(const train::History& history, JsonWriter* out) {
     }
     json.EndObject();
   }
-  json.EndArray();
+}
+
+void WriteEpochs(const train::History& history, JsonWriter* out) {
+  out->BeginArray();
+  for (const train::EpochRecord& e : history.epochs) WriteEpoch(e, out);
+  out->EndArray();
 }
 
 }  // namespace
@@ -141,6 +145,14 @@ std::string HistoryJson(const train::History& history, int indent) {
 
   json.Key("epochs");
   WriteEpochs(history, &json);
+  // A stopped run's unfinished last epoch: training figures only (docs/loss-gap.md).
+  if (history.partial_epoch) {
+    json.Key("partial_epoch");
+    WriteEpoch(*history.partial_epoch, &json);
+  }
+  json.Key("absent_terms").BeginArray();
+  for (const std::string& t : history.absent_terms) json.String(t);
+  json.EndArray();
 
   json.Key("world_size").Int(history.world_size);
   json.Key("control_events").BeginArray();
@@ -160,6 +172,8 @@ std::string HistoryJson(const train::History& history, int indent) {
         .Number(b.loss)
         .Key(kBatchColumns[2])
         .Number(b.lr)
+        .Key(kBatchColumns[3])
+        .Int(b.samples)
         .EndObject();
   }
   json.EndArray();
@@ -198,9 +212,18 @@ std::string BatchesCsv(const train::History& history) {
     AppendCsvNumber(b.loss, &out);
     out.push_back(',');
     AppendCsvNumber(b.lr, &out);
+    out.push_back(',');
+    out.append(std::to_string(b.samples));
     out.push_back('\n');
   }
   return out;
+}
+
+std::string PartialEpochJson(const train::History& history, int indent) {
+  if (!history.partial_epoch) return "";
+  JsonWriter json(indent);
+  WriteEpoch(*history.partial_epoch, &json);
+  return json.str();
 }
 
 std::string EpochsJson(const train::History& history, int indent) {

@@ -58,7 +58,12 @@ std::vector<Point> SmoothedBatches(const std::vector<train::BatchRecord>& batche
 }
 
 bool HasGap(const train::EpochRecord& e) {
-  return e.gap_timing && e.gap_regularization && e.gap_data;
+  return e.gap_timing && e.gap_dropout && e.gap_batchnorm && e.gap_data;
+}
+
+// A bar with its standard error (0 when unknown).
+Point WithError(double x, double y, const std::optional<double>& se) {
+  return {x, y, se.value_or(0.0)};
 }
 
 }  // namespace
@@ -129,17 +134,23 @@ std::vector<svg::Chart> LossShiftCharts(const train::History& history) {
 
 svg::Chart GapChart(const train::History& history) {
   std::vector<Point> timing;
-  std::vector<Point> regularization;
+  std::vector<Point> dropout;
+  std::vector<Point> batchnorm;
   std::vector<Point> data;
   std::vector<Point> total;
   for (const train::EpochRecord& e : history.epochs) {
     if (!HasGap(e)) continue;
     const double x = Epoch(e);
-    timing.push_back({x, *e.gap_timing});
-    regularization.push_back({x, *e.gap_regularization});
-    data.push_back({x, *e.gap_data});
+    timing.push_back(WithError(x, *e.gap_timing, e.gap_timing_se));
+    dropout.push_back(WithError(x, *e.gap_dropout, e.gap_dropout_se));
+    batchnorm.push_back(WithError(x, *e.gap_batchnorm, e.gap_batchnorm_se));
+    data.push_back(WithError(x, *e.gap_data, e.gap_data_se));
     total.push_back({x, e.val_loss - e.loss});
   }
+  const auto present = [&](const char* term) {
+    return std::find(history.absent_terms.begin(), history.absent_terms.end(), term) ==
+           history.absent_terms.end();
+  };
 
   svg::Chart chart;
   chart.title = "Why validation loss differs from training loss";
@@ -150,7 +161,13 @@ svg::Chart GapChart(const train::History& history) {
   chart.empty_note = "no data: no epoch has the gap terms (probes off?)";
   if (total.empty()) return chart;
   chart.series.push_back(Bars(kTimingLabel, svg::kBlue, std::move(timing)));
-  chart.series.push_back(Bars(kRegularizationLabel, svg::kOrange, std::move(regularization)));
+  // A term this model cannot have is left out of the chart and its legend.
+  if (present("dropout")) {
+    chart.series.push_back(Bars(kDropoutLabel, svg::kOrange, std::move(dropout)));
+  }
+  if (present("batchnorm")) {
+    chart.series.push_back(Bars(kBatchNormLabel, svg::kPurple, std::move(batchnorm)));
+  }
   chart.series.push_back(Bars(kDataLabel, svg::kGreen, std::move(data)));
   Series line = Line(kTotalGapLabel, svg::kBlack, std::move(total));
   line.line_width = 1.8;

@@ -185,6 +185,10 @@ std::string RunDocumentJson(const RunDocument& doc) {
     json.Null();
   }
   json.Key("epochs").Raw(doc.epochs_json.empty() ? "[]" : doc.epochs_json);
+  json.Key("partial_epoch").Raw(doc.partial_epoch_json.empty() ? "null" : doc.partial_epoch_json);
+  json.Key("absent_terms").BeginArray();
+  for (const std::string& t : doc.absent_terms) json.String(t);
+  json.EndArray();
   json.Key("batches_offset").Int(doc.batches_offset);
   json.Key("batches").BeginArray();
   for (const train::BatchRecord& b : doc.batches) {

@@ -127,6 +127,7 @@ struct Bar {
   double value = 0.0;
   double from = 0.0;
   double to = 0.0;
+  double error = 0.0;
 };
 
 std::vector<Bar> StackBars(const Chart& chart) {
@@ -139,7 +140,12 @@ std::vector<Bar> StackBars(const Chart& chart) {
       if (!Finite(p)) continue;
       Stack& stack = stacks[p.x];
       double& top = p.y >= 0.0 ? stack.positive : stack.negative;
-      bars.push_back({.series = i, .x = p.x, .value = p.y, .from = top, .to = top + p.y});
+      bars.push_back({.series = i,
+                      .x = p.x,
+                      .value = p.y,
+                      .from = top,
+                      .to = top + p.y,
+                      .error = std::isfinite(p.error) ? std::abs(p.error) : 0.0});
       top += p.y;
     }
   }
@@ -324,6 +330,25 @@ void AppendPanel(const Chart& chart, const PanelLayout& layout, size_t index, st
     out->append(FillOpacity(s));
     out->append("/>\n");
   }
+  // Error whiskers over the bars: +-1 standard error at each segment's outer end.
+  for (const Bar& bar : StackBars(chart)) {
+    if (bar.error <= 0.0) continue;
+    const double cx = layout.x.ToPixel(bar.x);
+    const double w = (layout.x.ToPixel(bar.x + half) - layout.x.ToPixel(bar.x - half)) / 4.0;
+    const double lo = layout.y.ToPixel(bar.to - bar.error);
+    const double hi = layout.y.ToPixel(bar.to + bar.error);
+    out->append("<g class=\"error-bar\" data-series=\"")
+        .append(EscapeXml(chart.series[bar.series].label))
+        .append("\" data-x=\"")
+        .append(FormatNumber(bar.x, 6))
+        .append("\" data-error=\"")
+        .append(FormatNumber(bar.error, 6))
+        .append("\">\n");
+    AppendLine(out, "error-bar", cx, lo, cx, hi, kTextColor, 1.0);
+    AppendLine(out, "error-bar", cx - w, lo, cx + w, lo, kTextColor, 1.0);
+    AppendLine(out, "error-bar", cx - w, hi, cx + w, hi, kTextColor, 1.0);
+    out->append("</g>\n");
+  }
   // Context lines (sets_range = false) go under the others, clipped to the plot area.
   for (const bool context : {true, false}) {
     for (size_t i = 0; i < chart.series.size(); ++i) {
@@ -461,7 +486,8 @@ PanelLayout LayoutPanel(const Chart& chart, double top, const Style& style) {
       if (range_only && !chart.series[bar.series].sets_range) continue;
       // A stack starts at 0 (added below, without a margin) or at another part's end.
       x_data.Add(bar.x);
-      y_data.Add(bar.to);
+      y_data.Add(bar.to + bar.error);
+      y_data.Add(bar.to - bar.error);
     }
   };
   collect(true);

@@ -507,6 +507,10 @@ void ValidateAnalysis(Validator& v, const Node& root, const v1::AnalysisConfig& 
     v.NonNegativeFinite(n, Field<A>(A::kOverRegularizedRatioFieldNumber),
                         a.over_regularized_ratio());
   }
+  if (a.has_over_regularized_gap_ratio()) {
+    v.NonNegativeFinite(n, Field<A>(A::kOverRegularizedGapRatioFieldNumber),
+                        a.over_regularized_gap_ratio());
+  }
   if (a.has_leakage_fraction()) {
     v.ClosedUnitInterval(n, Field<A>(A::kLeakageFractionFieldNumber), a.leakage_fraction());
   }
@@ -775,6 +779,7 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
     }
     v.NonNegativeFinite(n, Field<T>(T::kWarmupEpochsFieldNumber), training.warmup_epochs());
     v.NonNegative(n, Field<T>(T::kBucketBytesFieldNumber), training.bucket_bytes());
+    v.NonNegative(n, Field<T>(T::kRecomputeBnStatsFieldNumber), training.recompute_bn_stats());
     const std::string& progress = training.allreduce_progress();
     if (!progress.empty() && progress != "auto" && progress != "thread" && progress != "poll") {
       v.Fail(n, Field<T>(T::kAllreduceProgressFieldNumber),

@@ -57,7 +57,9 @@ void EpochFieldsFromMessage(const google::protobuf::Message& message, EpochRecor
           if constexpr (std::is_same_v<T, int>) {
             value = reflection->GetInt32(message, field);
           } else if constexpr (std::is_same_v<T, double>) {
-            value = reflection->GetDouble(message, field);
+            value = field->has_presence() && !reflection->HasField(message, field)
+                        ? f.missing
+                        : reflection->GetDouble(message, field);
           } else {
             value = reflection->HasField(message, field)
                         ? std::optional<double>(reflection->GetDouble(message, field))

@@ -20,10 +20,23 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 
 // Batches used for validation; inference results do not depend on the batch size.
 constexpr int64_t kEvalBatchSize = 128;
-constexpr int64_t kDefaultProbeSamples = 10000;
+// 5,000 samples give the terms standard errors of a few thousandths (docs/loss-gap.md,
+// "Cost") at under 8 % of a reference epoch for the three passes.
+constexpr int64_t kDefaultProbeSamples = 5000;
 // Dropout mask key of the training-mode probe: fixed, so P_train changes only because
 // the weights do (training epochs are 1-based, so this never collides).
 constexpr int64_t kProbeMaskEpoch = -1;
+
+// Dropout key of the precise-batch-norm batches (never a training epoch's).
+constexpr int64_t kRecomputeMaskEpoch = -2;
+
+// sum and sum of squares of n values -> the standard error of their mean.
+double StandardError(double sum, double sum_sq, double n) {
+  if (n < 2) return 0.0;
+  const double mean = sum / n;
+  const double var = std::max(0.0, (sum_sq - n * mean * mean) / (n - 1));
+  return std::sqrt(var / n);
+}
 
 }  // namespace
 
@@ -56,6 +69,7 @@ Evaluator::Evaluator(const v1::ExperimentConfig& config, nn::Model& model,
       probe_source_(probe_source),
       per_rank_batch_(per_rank_batch),
       reducer_(reducer),
+      traits_(RegularizationTraits::FromConfig(config)),
       views_(ParamViews(model)) {
   const auto& a = config_.analysis();
   if (probe_source_ != nullptr) {
@@ -63,9 +77,10 @@ Evaluator::Evaluator(const v1::ExperimentConfig& config, nn::Model& model,
         a.has_probe_samples() ? a.probe_samples() : kDefaultProbeSamples, probe_source_->size());
     if (probe_n > 0) {
       // A seeded choice, sorted so that probe mini-batches read the data in order.
+      const uint64_t seed =
+          a.has_probe_seed() ? a.probe_seed() : config_.training().seed() ^ 0x70726f6265ull;
       std::vector<int64_t> order =
-          data::EpochPermutation(config_.training().seed() ^ 0x70726f6265ull,
-                                 /*epoch=*/0, probe_source_->size());
+          data::EpochPermutation(seed, /*epoch=*/0, probe_source_->size());
       probe_.assign(order.begin(), order.begin() + probe_n);
       std::sort(probe_.begin(), probe_.end());
     }
@@ -79,7 +94,8 @@ Evaluator::Evaluator(const v1::ExperimentConfig& config, nn::Model& model,
 
 void Evaluator::EvaluateBatches(const data::Dataset& dataset, std::span<const int64_t> ids,
                                 int64_t batch, nn::Mode mode, int64_t mask_epoch, double* sums,
-                                EvalResult* result, std::vector<double>* class_loss_sums) {
+                                EvalResult* result, std::vector<double>* class_loss_sums,
+                                std::vector<double>* per_sample) {
   const int64_t classes = model_.num_classes();
   for (size_t begin = 0; begin < ids.size(); begin += static_cast<size_t>(batch)) {
     const auto batch_ids =
@@ -98,18 +114,22 @@ void Evaluator::EvaluateBatches(const data::Dataset& dataset, std::span<const in
       const auto label = static_cast<size_t>(labels[static_cast<size_t>(i)]);
       ++result->confusion[label * static_cast<size_t>(classes) +
                           static_cast<size_t>(predictions[static_cast<size_t>(i)])];
-      (*class_loss_sums)[label] += losses[static_cast<size_t>(i)];
+      const double loss = losses[static_cast<size_t>(i)];
+      (*class_loss_sums)[label] += loss;
+      sums[3] += loss * loss;
+      if (per_sample != nullptr) per_sample->push_back(loss);
     }
   }
 }
 
 void Evaluator::FinishEvaluation(double* sums, EvalResult* result,
                                  std::vector<double>* class_loss_sums) {
-  comm_.AllreduceSum(std::span<double>(sums, 3));
+  comm_.AllreduceSum(std::span<double>(sums, 4));
   comm_.AllreduceSum(std::span<int64_t>(result->confusion));
   comm_.AllreduceSum(std::span<double>(*class_loss_sums));
   result->count = static_cast<int64_t>(sums[2]);
   result->loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+  result->loss_se = StandardError(sums[0], sums[3], sums[2]);
   result->accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
   const auto classes = class_loss_sums->size();
   result->class_loss.assign(classes, 0.0);
@@ -128,18 +148,20 @@ EvalResult Evaluator::Evaluate(const data::Dataset& dataset, nn::Mode mode) {
   const data::IndexRange shard = data::ShardRange(dataset.size(), comm_.rank(), comm_.size());
   std::vector<int64_t> ids(static_cast<size_t>(shard.size()));
   for (int64_t i = 0; i < shard.size(); ++i) ids[static_cast<size_t>(i)] = shard.begin + i;
-  double sums[3] = {0.0, 0.0, 0.0};  // loss, correct, count
+  double sums[4] = {0.0, 0.0, 0.0, 0.0};  // loss, correct, count, squared loss
   EvaluateBatches(dataset, ids, kEvalBatchSize, mode, 0, sums, &result, &class_loss_sums);
   FinishEvaluation(sums, &result, &class_loss_sums);
   return result;
 }
 
-EvalResult Evaluator::EvaluateProbe(nn::Mode mode) {
+EvalResult Evaluator::EvaluateProbe(nn::Mode mode) { return EvaluateProbe(mode, nullptr); }
+
+EvalResult Evaluator::EvaluateProbe(nn::Mode mode, std::vector<double>* per_sample) {
   const auto classes = static_cast<size_t>(model_.num_classes());
   EvalResult result;
   result.confusion.assign(classes * classes, 0);
   std::vector<double> class_loss_sums(classes, 0.0);
-  double sums[3] = {0.0, 0.0, 0.0};
+  double sums[4] = {0.0, 0.0, 0.0, 0.0};
   // Training-mode statistics depend on which samples share a mini-batch: cut the probe
   // into mini-batches of the per-rank training batch size and give whole mini-batches
   // to ranks, so every rank count sees the same mini-batches.
@@ -154,7 +176,7 @@ EvalResult Evaluator::EvaluateProbe(nn::Mode mode) {
   if (reducer_ != nullptr) model_.SetStatisticsReducer(nullptr);
   if (!ids.empty()) {
     EvaluateBatches(*probe_source_, ids, mode == nn::Mode::kInference ? kEvalBatchSize : batch,
-                    mode, kProbeMaskEpoch, sums, &result, &class_loss_sums);
+                    mode, kProbeMaskEpoch, sums, &result, &class_loss_sums, per_sample);
   }
   if (reducer_ != nullptr) model_.SetStatisticsReducer(reducer_);
   FinishEvaluation(sums, &result, &class_loss_sums);
@@ -164,26 +186,114 @@ EvalResult Evaluator::EvaluateProbe(nn::Mode mode) {
 ProbeLosses Evaluator::MeasureProbes() {
   ProbeLosses out;
   if (probe_.empty()) return out;
-  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen);
-  out.eval_result = EvaluateProbe(nn::Mode::kInference);
+  // Each pass gives this rank's per-sample losses in the same order (its share of the
+  // probe), so differences pair sample with sample. A pass the model makes identical to
+  // another is not run: without dropout, P_nodrop's forward pass is P_train's; without
+  // batch norm as well, P_eval's is P_nodrop's.
+  std::vector<double> train_losses, nodrop_losses, eval_losses;
+  const EvalResult train_mode = EvaluateProbe(nn::Mode::kTrainFrozen, &train_losses);
+  EvalResult nodrop_mode;
+  if (!traits_.dropout_rates.empty()) {
+    nodrop_mode = EvaluateProbe(nn::Mode::kBatchStatisticsFrozen, &nodrop_losses);
+  } else {
+    nodrop_mode = train_mode;
+    nodrop_losses = train_losses;
+  }
+  if (traits_.has_batchnorm_term()) {
+    out.eval_result = EvaluateProbe(nn::Mode::kInference, &eval_losses);
+  } else {
+    out.eval_result = nodrop_mode;
+    eval_losses = nodrop_losses;
+  }
   // The L2 penalty is part of the training loss (L_run includes it), not of inference.
   const float weight_decay = config_.optimizer().weight_decay();
   const double l2 = weight_decay > 0 ? optim::L2Penalty(views_, weight_decay) : 0.0;
   out.train = train_mode.loss + l2;
+  out.nodrop = nodrop_mode.loss;
   out.eval = out.eval_result.loss;
+  out.train_se = train_mode.loss_se;
+  out.eval_se = out.eval_result.loss_se;
+  // Paired differences: sum and sum of squares of nodrop - train, eval - nodrop and
+  // eval - train, over every rank's samples.
+  double d[7] = {0, 0, 0, 0, 0, 0, static_cast<double>(train_losses.size())};
+  for (size_t i = 0; i < train_losses.size(); ++i) {
+    const double a = nodrop_losses[i] - train_losses[i];
+    const double b = eval_losses[i] - nodrop_losses[i];
+    const double c = eval_losses[i] - train_losses[i];
+    d[0] += a;
+    d[1] += a * a;
+    d[2] += b;
+    d[3] += b * b;
+    d[4] += c;
+    d[5] += c * c;
+  }
+  comm_.AllreduceSum(std::span<double>(d, 7));
+  out.dropout_se = StandardError(d[0], d[1], d[6]);
+  out.batchnorm_se = StandardError(d[2], d[3], d[6]);
+  out.regularization_se = StandardError(d[4], d[5], d[6]);
   return out;
 }
 
-void Evaluator::SetGapTerms(const ProbeLosses& probes, EpochRecord* record) {
+void Evaluator::RecomputeBatchNormStatistics(int64_t batches, int epoch) {
+  const std::vector<nn::StateBuffer*> state = model_.state();
+  if (batches <= 0 || probe_source_ == nullptr || !traits_.has_batchnorm_term() || state.empty()) {
+    return;
+  }
+  // Batch statistics over the first `batches` global batches of a seeded permutation of
+  // the training set; each rank takes its share of every batch, as in training. Every
+  // rank runs the same number of forward passes (an empty share adds nothing), so the
+  // sums below are complete.
+  const int64_t global_batch = per_rank_batch_ * comm_.size();
+  const std::vector<int64_t> order = data::EpochPermutation(
+      config_.training().seed() ^ 0x707265636973ull, epoch, probe_source_->size());
+  for (nn::StateBuffer* s : state) std::fill(s->value.begin(), s->value.end(), 0.0f);
+  if (reducer_ != nullptr) model_.SetStatisticsReducer(nullptr);
+  double counted = 0;  // Forward passes of this rank.
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t begin = (b * global_batch) % static_cast<int64_t>(order.size());
+    const int64_t n = std::min<int64_t>(global_batch, static_cast<int64_t>(order.size()) - begin);
+    const std::span<const int64_t> global_ids(order.data() + begin, static_cast<size_t>(n));
+    const std::span<const int64_t> ids = data::Shard(global_ids, comm_.rank(), comm_.size());
+    if (ids.size() < 2) continue;  // One sample has no variance to contribute.
+    data::GatherBatch(*probe_source_, ids, images_.data(), labels_.data());
+    const nn::StepContext ctx{nn::Mode::kRecomputeStatistics, config_.training().seed(),
+                              kRecomputeMaskEpoch, ids};
+    model_.Forward(ctx, images_.data(),
+                   std::span<const int32_t>(labels_.data(), ids.size()));
+    counted += 1;
+  }
+  model_.Synchronize();
+  if (reducer_ != nullptr) model_.SetStatisticsReducer(reducer_);
+  comm_.AllreduceSum(std::span<double>(&counted, 1));
+  const float inv = counted > 0 ? static_cast<float>(1.0 / counted) : 0.0f;
+  for (nn::StateBuffer* s : state) {
+    comm_.AllreduceSum(std::span<float>(s->value));
+    for (float& v : s->value) v *= inv;
+  }
+}
+
+void Evaluator::SetGapTerms(const ProbeLosses& probes, const EvalResult& val,
+                            EpochRecord* record) {
   record->probe_train_loss = probes.train;
+  record->probe_nodrop_loss = probes.nodrop;
   record->probe_eval_loss = probes.eval;
   record->gap_timing = probes.train - record->loss;
+  record->gap_dropout = probes.nodrop - probes.train;
+  record->gap_batchnorm = probes.eval - probes.nodrop;
   record->gap_regularization = probes.eval - probes.train;
   record->gap_data = record->val_loss - probes.eval;
+  // L_run is the exact mean of the epoch's training losses; the probe is a sample.
+  record->gap_timing_se = probes.train_se;
+  record->gap_dropout_se = probes.dropout_se;
+  record->gap_batchnorm_se = probes.batchnorm_se;
+  record->gap_regularization_se = probes.regularization_se;
+  // Two independent samples: validation and the probe.
+  record->gap_data_se = std::hypot(val.loss_se, probes.eval_se);
   record->probe_class_loss = probes.eval_result.class_loss;
   record->probe_class_accuracy = probes.eval_result.ClassAccuracy();
   const std::pair<double, const char*> terms[] = {{*record->gap_timing, "timing"},
-                                                  {*record->gap_regularization, "regularization"},
+                                                  {*record->gap_dropout, "dropout"},
+                                                  {*record->gap_batchnorm, "batchnorm"},
                                                   {*record->gap_data, "data"}};
   const auto* dominant = &terms[0];
   for (const auto& term : terms) {
@@ -195,6 +305,7 @@ void Evaluator::SetGapTerms(const ProbeLosses& probes, EpochRecord* record) {
 EvalResult Evaluator::MeasureEpoch(const data::Dataset& val_set, EpochRecord* record,
                                    const std::function<void()>& after_validation) {
   const Clock::time_point validation_start = Clock::now();
+  RecomputeBatchNormStatistics(config_.training().recompute_bn_stats(), record->epoch);
   const EvalResult val = Evaluate(val_set);
   if (after_validation) after_validation();
   record->val_loss = val.loss;
@@ -202,7 +313,7 @@ EvalResult Evaluator::MeasureEpoch(const data::Dataset& val_set, EpochRecord* re
   const Clock::time_point probe_start = Clock::now();
   record->val_class_loss = val.class_loss;
   record->val_class_accuracy = val.ClassAccuracy();
-  if (!probe_.empty()) SetGapTerms(MeasureProbes(), record);
+  if (!probe_.empty()) SetGapTerms(MeasureProbes(), val, record);
   record->validation_seconds = Seconds(validation_start, probe_start);
   record->probe_seconds = Seconds(probe_start, Clock::now());
   if (comm_.size() > 1) {
@@ -220,19 +331,16 @@ EvalResult Evaluator::MeasureEpoch(const data::Dataset& val_set, EpochRecord* re
 void Evaluator::SetAlignedLoss(int boundary_epoch, History* history) {
   if (boundary_epoch < 1 || boundary_epoch > static_cast<int>(history->epochs.size())) return;
   const double lo = boundary_epoch - 0.5, hi = boundary_epoch + 0.5;
-  double sum = 0.0;
-  int64_t n = 0;
+  double sum = 0.0, n = 0.0;
   for (auto it = history->batches.rbegin(); it != history->batches.rend(); ++it) {
     if (it->epoch_progress <= lo) break;
     if (it->epoch_progress <= hi) {
-      sum += it->loss;
-      ++n;
+      const double w = it->samples > 0 ? static_cast<double>(it->samples) : 1.0;
+      sum += w * it->loss;
+      n += w;
     }
   }
-  if (n > 0) {
-    history->epochs[static_cast<size_t>(boundary_epoch - 1)].aligned_train_loss =
-        sum / static_cast<double>(n);
-  }
+  if (n > 0) history->epochs[static_cast<size_t>(boundary_epoch - 1)].aligned_train_loss = sum / n;
 }
 
 std::string Evaluator::WeightsHash() {

@@ -72,11 +72,14 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
       val_set_(val_set),
       solo_(dist::Communicator::Solo()),
       comm_(comm != nullptr ? comm : &solo_),
-      diagnosis_(DiagnosisThresholds::FromConfig(config.analysis())),
+      diagnosis_(DiagnosisThresholds::FromConfig(config.analysis()),
+                 RegularizationTraits::FromConfig(config)),
       sent_(comm_->size()),
       received_(comm_->size()) {
   state_.history.config_json = ConfigToJson(config_);
   state_.history.world_size = comm_->size();
+  state_.history.absent_terms = RegularizationTraits::FromConfig(config_).AbsentTerms();
+  diagnosis_.SetRecomputedBatchNorm(config_.training().recompute_bn_stats());
   CheckDatasetMatchesModel(train_set_, config_.model());
   CheckDatasetMatchesModel(val_set_, config_.model());
   const auto& t = config_.training();
@@ -360,7 +363,7 @@ void Trainer::Publish(int epoch, int64_t b, const data::EpochSampler& sampler, d
   ev.batch_samples = received_.count;
   ev.batch_correct = received_.correct;
   History& history = state_.history;
-  history.batches.push_back({ev.epoch_progress, batch_loss, lr});
+  history.batches.push_back({ev.epoch_progress, batch_loss, lr, received_.count});
   // Half-way through epoch e+1 the aligned loss of boundary e is known.
   if (epoch > 1 && ev.epoch_progress >= epoch - 0.5 &&
       !history.epochs[static_cast<size_t>(epoch - 2)].aligned_train_loss) {
@@ -430,6 +433,16 @@ const History& Trainer::Run() {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
+    if (stopped_ && state_.batches_done < BatchesPerEpoch()) {
+      // Stopped part-way: keep the training figures of the steps that ran, marked with
+      // their share of the epoch; validation, probes and findings belong to the resumed
+      // run, which completes the epoch (docs/loss-gap.md, "Partial epochs").
+      record.epoch_fraction =
+          static_cast<double>(state_.batches_done) / static_cast<double>(BatchesPerEpoch());
+      record.val_loss = record.val_accuracy = std::numeric_limits<double>::quiet_NaN();
+      history.partial_epoch = record;
+      break;
+    }
     if (comm_->size() > 1 && !config_.training().sync_batch_norm()) AverageRunningStatistics();
     val = evaluator_->MeasureEpoch(val_set_, &record, [&] {
       if (faults_.kill_in_validation == epoch && comm_->is_root()) KillSelf();
@@ -450,7 +463,8 @@ const History& Trainer::Run() {
   }
   resuming_ = false;
   // Resumed from the end of training: nothing ran, but the observers want a validation.
-  if (val.confusion.empty()) val = evaluator_->Evaluate(val_set_);
+  // A stop exits without one (the last complete epoch's, if any, is passed on).
+  if (val.confusion.empty() && !stopped_) val = evaluator_->Evaluate(val_set_);
   for (auto* o : observers_) o->OnTrainingEnd(state_.history, val);
   return state_.history;
 }

@@ -38,6 +38,7 @@ void ToProto(const History& h, v1::HistoryProto* out) {
     p->set_epoch_progress(b.epoch_progress);
     p->set_loss(b.loss);
     p->set_lr(b.lr);
+    p->set_samples(b.samples);
   }
   for (const ControlEvent& c : h.control_events) {
     v1::ControlEventProto* p = out->add_control_events();
@@ -69,7 +70,7 @@ void FromProto(const v1::HistoryProto& in, History* h) {
     h->epochs.push_back(std::move(e));
   }
   for (const v1::BatchRecordProto& p : in.batches()) {
-    h->batches.push_back({p.epoch_progress(), p.loss(), p.lr()});
+    h->batches.push_back({p.epoch_progress(), p.loss(), p.lr(), p.samples()});
   }
   for (const v1::ControlEventProto& p : in.control_events()) {
     h->control_events.push_back({p.step(), p.action(), p.learning_rate()});

@@ -6,11 +6,20 @@
 //   - dropout 0.7 in every dropout layer                        -> REGULARIZATION dominant
 //   - validation restricted to trouser, sandal and bag          -> VALIDATION_EASIER
 //   - no dropout, 256 training samples, 20 epochs               -> OVERFITTING
+//   - dropout 0.7 everywhere, with and without L2               -> OVER_REGULARIZED
+//   - 1,000 training samples, no dropout, 1 epoch               -> BATCHNORM_LAG, which
+//     --recompute-bn-stats removes
+//   - the reference config on clean subsets                     -> none of LEAKAGE,
+//     VALIDATION_EASIER, OVER_REGULARIZED, OVERFITTING
+//   - a run stopped part-way through an epoch                   -> a partial epoch, not
+//     diagnosed
 //
+// Every run's every epoch must satisfy the four-term identity to 1e-6.
 // Each scenario writes its subsets as IDX files into a temporary data directory, writes
 // the reference config with the scenario's edits next to them, runs `epochal train` and
 // reads history.json and diagnosis.json back.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -106,9 +115,13 @@ struct RunResult {
       s += "\n  epoch " + std::to_string(e.epoch) + ": loss " + std::to_string(e.loss) +
            " val_loss " + std::to_string(e.val_loss);
       if (e.gap_timing) {
-        s += " timing " + std::to_string(*e.gap_timing) + " regularization " +
-             std::to_string(*e.gap_regularization) + " data " + std::to_string(*e.gap_data);
+        s += " timing " + std::to_string(*e.gap_timing) + " dropout " +
+             std::to_string(*e.gap_dropout) + " batchnorm " + std::to_string(*e.gap_batchnorm) +
+             " data " + std::to_string(*e.gap_data) + " (P_nodrop " +
+             std::to_string(*e.probe_nodrop_loss) + ", dropout se " +
+             std::to_string(e.gap_dropout_se.value_or(-1)) + ")";
       }
+      s += " val_acc " + std::to_string(e.val_accuracy);
       s += " dominant " + e.dominant_term;
     }
     return s;
@@ -140,7 +153,7 @@ class LossGapScenarioTest : public ::testing::Test {
   RunResult Train(const Split& train, const Split& val, const std::string& config,
                   const std::vector<std::string>& extra) {
     const fs::path data = tmp_.path() / "data";
-    const fs::path out = tmp_.path() / "out";
+    const fs::path out = tmp_.path() / ("out" + std::to_string(++runs_));
     fs::create_directories(data);
     WriteSplit(train, data / "train-images-idx3-ubyte.gz", data / "train-labels-idx1-ubyte.gz");
     WriteSplit(val, data / "t10k-images-idx3-ubyte.gz", data / "t10k-labels-idx1-ubyte.gz");
@@ -164,11 +177,26 @@ class LossGapScenarioTest : public ::testing::Test {
     run.history = report::ReadHistoryJson(out / "history.json");
     run.diagnosis = ReadFile(out / "diagnosis.json");
     run.leakage = ReadFile(out / "leakage.json");
+    // The four terms add up to the gap, and the two middle ones to regularization.
+    for (const auto& e : run.history.history.epochs) {
+      if (!e.gap_timing) continue;
+      EXPECT_NEAR(*e.gap_timing + *e.gap_dropout + *e.gap_batchnorm + *e.gap_data,
+                  e.val_loss - e.loss, 1e-6)
+          << "epoch " << e.epoch;
+      EXPECT_NEAR(*e.gap_dropout + *e.gap_batchnorm, *e.gap_regularization, 1e-6)
+          << "epoch " << e.epoch;
+      for (const auto& se : {e.gap_timing_se, e.gap_dropout_se, e.gap_batchnorm_se,
+                             e.gap_regularization_se, e.gap_data_se}) {
+        ASSERT_TRUE(se.has_value()) << "epoch " << e.epoch;
+        EXPECT_GE(*se, 0.0);
+      }
+    }
     std::printf("%s\n", run.Describe().c_str());  // the margins, for the test log
     return run;
   }
 
   TempDir tmp_{"epochal_loss_gap_scenarios"};
+  int runs_ = 0;
 };
 
 // Half the validation set are exact copies of training samples: the scan finds them and
@@ -206,10 +234,14 @@ TEST_F(LossGapScenarioTest, HeavyDropoutMakesRegularizationDominant) {
   ASSERT_FALSE(HasFailure());
   ASSERT_EQ(run.history.history.epochs.size(), 4u);
   const auto& last = run.history.history.epochs.back();
-  EXPECT_EQ(last.dominant_term, "regularization") << run.Describe();
+  EXPECT_EQ(last.dominant_term, "dropout") << run.Describe();
   ASSERT_TRUE(last.gap_regularization.has_value());
   EXPECT_LT(*last.gap_regularization, -0.1) << run.Describe();
   EXPECT_TRUE(run.Raised("REGULARIZATION")) << run.Describe();
+  // The sentence names what the model has: dropout, no L2.
+  EXPECT_TRUE(std::any_of(last.findings.begin(), last.findings.end(), [](const std::string& f) {
+    return Contains(f, "dropout (rates 0.70, 0.70, 0.70)") && !Contains(f, "L2");
+  })) << run.Describe();
 }
 
 // Validation holds only the three easiest classes: the model's loss on them is far below
@@ -240,6 +272,98 @@ TEST_F(LossGapScenarioTest, NoDropoutSmallSubsetManyEpochsRaisesOverfitting) {
   EXPECT_TRUE(run.Raised("OVERFITTING")) << run.Describe();
   EXPECT_TRUE(Contains(run.diagnosis, "OVERFITTING")) << run.diagnosis;
   EXPECT_FALSE(run.Raised("LEAKAGE")) << run.Describe();
+  // Rate 0 everywhere and no L2: the dropout term cannot exist, and is exactly 0.
+  EXPECT_EQ(run.history.history.absent_terms, std::vector<std::string>{"dropout"});
+  for (const auto& e : run.history.history.epochs) {
+    EXPECT_EQ(*e.gap_dropout, 0.0);
+    EXPECT_EQ(*e.gap_dropout_se, 0.0);
+  }
+  EXPECT_TRUE(Contains(run.diagnosis, "dropout (not present)")) << run.diagnosis;
+}
+
+// Dropout 0.7 at all three dropout layers and no L2: the model pays far more in training
+// loss than the generalization gap it guards, and keeps paying once learning slows.
+TEST_F(LossGapScenarioTest, HeavyDropoutAloneRaisesOverRegularized) {
+  const RunResult run = Train(First(RealTrain(), 3000), First(RealTest(), 1000),
+                              Config({{"rate: 0\\.25", "rate: 0.7"}, {"rate: 0\\.5", "rate: 0.7"}}),
+                              {"--epochs", "4"});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_TRUE(run.Raised("OVER_REGULARIZED")) << run.Describe();
+  EXPECT_FALSE(run.Raised("OVERFITTING")) << run.Describe();
+  EXPECT_TRUE(Contains(run.diagnosis, "OVER_REGULARIZED")) << run.diagnosis;
+}
+
+// The same with an L2 penalty on top: the cost holds both, and the finding too.
+TEST_F(LossGapScenarioTest, HeavyDropoutWithL2RaisesOverRegularized) {
+  const RunResult run = Train(First(RealTrain(), 3000), First(RealTest(), 1000),
+                              Config({{"rate: 0\\.25", "rate: 0.6"},
+                                      {"rate: 0\\.5", "rate: 0.6"},
+                                      {"momentum: 0\\.9\\b", "momentum: 0.9\n  weight_decay: 0.0005"}}),
+                              {"--epochs", "4"});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_TRUE(run.Raised("OVER_REGULARIZED")) << run.Describe();
+  const auto& last = run.history.history.epochs.back();
+  EXPECT_TRUE(std::any_of(last.findings.begin(), last.findings.end(), [](const std::string& f) {
+    return Contains(f, "L2 penalty (weight decay 0.0005)");
+  })) << run.Describe();
+}
+
+// The reference config on clean subsets: whatever the terms, none of the findings that
+// would accuse the data or the setup.
+TEST_F(LossGapScenarioTest, ReferenceConfigOnCleanSubsetsRaisesNoFalseAlarm) {
+  const RunResult run =
+      Train(First(RealTrain(), 4000), First(RealTest(), 1000), Config({}), {"--epochs", "3"});
+  ASSERT_FALSE(HasFailure());
+  for (const char* name : {"LEAKAGE", "VALIDATION_EASIER", "OVER_REGULARIZED", "OVERFITTING"}) {
+    EXPECT_FALSE(run.Raised(name)) << name << "\n" << run.Describe();
+  }
+}
+
+// 1,000 samples and no dropout: 32 steps of momentum-0.99 running statistics are mostly
+// their initial values, so inference mode is far worse than batch statistics. Precise
+// batch norm recomputes them before validation and the gap closes.
+TEST_F(LossGapScenarioTest, FewStepsRaiseBatchNormLagWhichRecomputingRemoves) {
+  const std::vector<std::pair<std::string, std::string>> no_dropout = {
+      {"rate: 0\\.25", "rate: 0.0"}, {"rate: 0\\.5", "rate: 0.0"}};
+  const RunResult lag = Train(First(RealTrain(), 1000), First(RealTest(), 1000),
+                              Config(no_dropout), {"--epochs", "1"});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_TRUE(lag.Raised("BATCHNORM_LAG")) << lag.Describe();
+  EXPECT_TRUE(Contains(lag.diagnosis, "459 steps")) << lag.diagnosis;
+  const auto& before = lag.history.history.epochs.back();
+  EXPECT_GT(*before.gap_batchnorm, 0.3) << lag.Describe();
+
+  const RunResult precise =
+      Train(First(RealTrain(), 1000), First(RealTest(), 1000), Config(no_dropout),
+            {"--epochs", "1", "--recompute-bn-stats", "31"});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_FALSE(precise.Raised("BATCHNORM_LAG")) << precise.Describe();
+  const auto& after = precise.history.history.epochs.back();
+  EXPECT_LT(std::abs(*after.gap_batchnorm), 0.1) << precise.Describe();
+  EXPECT_GT(after.val_accuracy, before.val_accuracy + 0.1)
+      << lag.Describe() << "\n" << precise.Describe();
+  // Training itself is the same run: only the statistics used for inference differ.
+  EXPECT_EQ(after.loss, before.loss);
+}
+
+// A run stopped part-way through its second epoch: epoch 1 is complete and diagnosed,
+// the 8 steps of epoch 2 are recorded as a partial epoch, never as a full one.
+TEST_F(LossGapScenarioTest, AStoppedRunRecordsItsPartialEpoch) {
+  const RunResult run = Train(First(RealTrain(), 1000), First(RealTest(), 200), Config({}),
+                              {"--epochs", "3", "--stop-after-steps", "40"});
+  ASSERT_FALSE(HasFailure());
+  const auto& h = run.history.history;
+  ASSERT_EQ(h.epochs.size(), 1u) << run.Describe();
+  EXPECT_EQ(h.epochs[0].epoch_fraction, 1.0);
+  ASSERT_TRUE(h.partial_epoch.has_value());
+  EXPECT_EQ(h.partial_epoch->epoch, 2);
+  EXPECT_DOUBLE_EQ(h.partial_epoch->epoch_fraction, 8.0 / 32.0);  // 32 steps an epoch
+  EXPECT_TRUE(std::isnan(h.partial_epoch->val_loss));
+  EXPECT_FALSE(h.partial_epoch->gap_timing.has_value());
+  EXPECT_TRUE(h.partial_epoch->findings.empty());
+  EXPECT_GT(h.partial_epoch->loss, 0.0);
+  EXPECT_TRUE(Contains(run.diagnosis, "\"epoch\": 1,")) << run.diagnosis;
+  EXPECT_FALSE(Contains(run.diagnosis, "\"epoch\": 2,")) << run.diagnosis;
 }
 
 }  // namespace

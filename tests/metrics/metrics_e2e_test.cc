@@ -374,9 +374,14 @@ TEST(MetricsEndToEnd, RealPrometheusScrapesA2RankRunAndAnswersTheDashboard) {
               num(last, "probe_train_loss"), "probe_train_loss");
   ExpectClose(Scalar(prom_port, "epochal_probe_loss{mode=\"eval\"}", t),
               num(last, "probe_eval_loss"), "probe_eval_loss");
-  for (const char* term : {"timing", "regularization", "data"}) {
+  ExpectClose(Scalar(prom_port, "epochal_probe_loss{mode=\"nodrop\"}", t),
+              num(last, "probe_nodrop_loss"), "probe_nodrop_loss");
+  for (const char* term : {"timing", "dropout", "batchnorm", "regularization", "data"}) {
     ExpectClose(Scalar(prom_port, std::string("epochal_gap_loss{term=\"") + term + "\"}", t),
                 num(last, (std::string("gap_") + term).c_str()), term);
+    ExpectClose(
+        Scalar(prom_port, std::string("epochal_gap_loss_stderr{term=\"") + term + "\"}", t),
+        num(last, (std::string("gap_") + term + "_se").c_str()), term);
   }
   ExpectClose(Scalar(prom_port, "epochal_images_per_second", t), num(last, "images_per_second"),
               "images_per_second");

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "../report/temp_dir.h"
 #include "epochal/train/config.h"
 #include "epochal/train/trainer.h"
@@ -85,23 +88,94 @@ TEST(EvaluatorTest, WithoutAProbeSourceThereAreNoProbes) {
   EXPECT_TRUE(record.replica_hashes.empty());  // One rank: nothing to compare.
 }
 
-TEST(EvaluatorTest, GapTermsAddUpAndNameTheDominantOne) {
+TEST(EvaluatorTest, FourGapTermsAddUpAndNameTheDominantOne) {
   EpochRecord record;
   record.loss = 0.50;
   record.val_loss = 0.40;
   ProbeLosses p;
   p.train = 0.45;
+  p.nodrop = 0.33;
   p.eval = 0.30;
+  p.train_se = 0.004;
+  p.eval_se = 0.003;
+  p.dropout_se = 0.002;
+  p.batchnorm_se = 0.001;
+  p.regularization_se = 0.0025;
+  EvalResult val;
+  val.loss = 0.40;
+  val.loss_se = 0.004;
   p.eval_result.confusion = {3, 1, 0, 4};
   p.eval_result.class_loss = {0.2, 0.4};
-  Evaluator::SetGapTerms(p, &record);
+  Evaluator::SetGapTerms(p, val, &record);
   EXPECT_DOUBLE_EQ(*record.gap_timing, 0.45 - 0.50);
+  EXPECT_DOUBLE_EQ(*record.gap_dropout, 0.33 - 0.45);
+  EXPECT_DOUBLE_EQ(*record.gap_batchnorm, 0.30 - 0.33);
   EXPECT_DOUBLE_EQ(*record.gap_regularization, 0.30 - 0.45);
   EXPECT_DOUBLE_EQ(*record.gap_data, 0.40 - 0.30);
-  EXPECT_NEAR(*record.gap_timing + *record.gap_regularization + *record.gap_data,
+  EXPECT_NEAR(*record.gap_timing + *record.gap_dropout + *record.gap_batchnorm + *record.gap_data,
               record.val_loss - record.loss, 1e-12);
-  EXPECT_EQ(record.dominant_term, "regularization");
+  EXPECT_DOUBLE_EQ(*record.gap_timing_se, 0.004);
+  EXPECT_DOUBLE_EQ(*record.gap_dropout_se, 0.002);
+  EXPECT_DOUBLE_EQ(*record.gap_batchnorm_se, 0.001);
+  EXPECT_DOUBLE_EQ(*record.gap_regularization_se, 0.0025);
+  EXPECT_DOUBLE_EQ(*record.gap_data_se, 0.005);  // Independent samples: sqrt(4^2 + 3^2).
+  EXPECT_EQ(record.dominant_term, "dropout");
   EXPECT_EQ(record.probe_class_accuracy, (std::vector<double>{0.75, 1.0}));
+}
+
+// The model decides which passes run: without dropout layers P_nodrop is P_train less
+// the penalty, exactly, and without batch norm P_eval is P_nodrop, exactly; the terms
+// then are exactly 0 (or the penalty) with no uncertainty.
+TEST(EvaluatorTest, TermsTheModelCannotHaveAreExactlyZero) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  v1::ExperimentConfig config = SmallNet();
+  // No dropout, no batch norm, no L2.
+  auto* layers = config.mutable_model()->mutable_layers();
+  layers->erase(std::remove_if(layers->begin(), layers->end(),
+                               [](const v1::LayerSpec& l) {
+                                 return l.has_dropout() || l.has_batch_norm();
+                               }),
+                layers->end());
+  config.mutable_optimizer()->set_weight_decay(0);
+  const data::Dataset train = LoadFashionMnist(true, 640), val = LoadFashionMnist(false, 200);
+  const dist::Communicator solo = dist::Communicator::Solo();
+  nn::Model model(config.model(), 32, config.training().seed());
+  Evaluator evaluator(config, model, solo, &train, 32);
+  EXPECT_EQ(evaluator.traits().AbsentTerms(), (std::vector<std::string>{"dropout", "batchnorm"}));
+  EpochRecord record;
+  record.epoch = 1;
+  record.loss = 2.0;
+  evaluator.MeasureEpoch(val, &record);
+  ASSERT_TRUE(record.gap_dropout && record.gap_batchnorm);
+  EXPECT_EQ(*record.gap_dropout, 0.0);
+  EXPECT_EQ(*record.gap_batchnorm, 0.0);
+  EXPECT_EQ(*record.gap_dropout_se, 0.0);
+  EXPECT_EQ(*record.gap_batchnorm_se, 0.0);
+  EXPECT_GT(*record.gap_timing_se, 0.0);
+  EXPECT_GT(*record.gap_data_se, 0.0);
+}
+
+// Precise batch norm: after recomputing, the running statistics are the mean of the
+// batch statistics of the chosen batches, whatever they held before.
+TEST(EvaluatorTest, RecomputedBatchNormStatisticsForgetTheirStart) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  const v1::ExperimentConfig config = SmallNet();
+  const data::Dataset train = LoadFashionMnist(true, 640);
+  const dist::Communicator solo = dist::Communicator::Solo();
+  nn::Model a(config.model(), 32, config.training().seed());
+  nn::Model b(config.model(), 32, config.training().seed());
+  // b starts from absurd running statistics; a from the initial ones.
+  for (nn::StateBuffer* s : b.state()) std::fill(s->value.begin(), s->value.end(), 123.0f);
+  Evaluator ea(config, a, solo, &train, 32), eb(config, b, solo, &train, 32);
+  ea.RecomputeBatchNormStatistics(8, 1);
+  eb.RecomputeBatchNormStatistics(8, 1);
+  const auto sa = a.state(), sb = b.state();
+  ASSERT_EQ(sa.size(), sb.size());
+  ASSERT_FALSE(sa.empty());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(sa[i]->value, sb[i]->value) << sa[i]->name;
+    for (float v : sa[i]->value) EXPECT_LT(std::abs(v), 50.0f) << sa[i]->name;
+  }
 }
 
 TEST(EvaluatorTest, AlignedLossIsTheMeanOverHalfAnEpochOnEachSide) {
@@ -112,6 +186,13 @@ TEST(EvaluatorTest, AlignedLossIsTheMeanOverHalfAnEpochOnEachSide) {
   Evaluator::SetAlignedLoss(1, &h);
   ASSERT_TRUE(h.epochs[0].aligned_train_loss);
   EXPECT_DOUBLE_EQ(*h.epochs[0].aligned_train_loss, (3 + 4 + 5 + 6) / 4.0);
+  // With sample counts, batches weigh by them: a last batch of 2 samples counts 2/32.
+  for (auto& b : h.batches) b.samples = 32;
+  h.batches[3].samples = 2;  // ends epoch 1
+  h.epochs[0].aligned_train_loss.reset();
+  Evaluator::SetAlignedLoss(1, &h);
+  EXPECT_DOUBLE_EQ(*h.epochs[0].aligned_train_loss,
+                   (3 * 32 + 4 * 2 + 5 * 32 + 6 * 32) / (32.0 * 3 + 2));
   Evaluator::SetAlignedLoss(3, &h);  // No such epoch: nothing happens.
   EXPECT_FALSE(h.epochs[1].aligned_train_loss);
 }

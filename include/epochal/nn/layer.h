@@ -30,13 +30,20 @@ namespace epochal::nn {
 enum class Mode {
   // Dropout on, batch statistics, running statistics updated.
   kTrain,
-  // As kTrain, but nothing is updated (the loss-gap probe's "training-mode" loss).
+  // As kTrain, but nothing is updated (the loss-gap probe's "training-mode" loss P_train).
   kTrainFrozen,
+  // Batch statistics, no dropout, nothing updated (the probe's P_nodrop).
+  kBatchStatisticsFrozen,
+  // Batch statistics, no dropout; each batch's statistics are added to the running ones,
+  // which the caller zeroed and later divides by the batch count (precise batch norm:
+  // Model::BeginStatisticsRecompute).
+  kRecomputeStatistics,
   // No dropout, running statistics.
   kInference,
 };
 
 inline bool UsesBatchStatistics(Mode m) { return m != Mode::kInference; }
+inline bool UsesDropout(Mode m) { return m == Mode::kTrain || m == Mode::kTrainFrozen; }
 
 // Per-step inputs a layer may need beyond its tensors.
 struct StepContext {

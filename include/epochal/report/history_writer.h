@@ -32,7 +32,8 @@ inline constexpr std::array<std::string_view, train::kEpochColumnFields + 1> kEp
   columns[n] = "findings";
   return columns;
 }();
-inline constexpr std::array<std::string_view, 3> kBatchColumns = {"epoch_progress", "loss", "lr"};
+inline constexpr std::array<std::string_view, 4> kBatchColumns = {"epoch_progress", "loss", "lr",
+                                                                  "samples"};
 
 // The documents, for writing and for the control plane's GetHistory.
 std::string HistoryJson(const train::History& history, int indent = 2);
@@ -40,6 +41,8 @@ std::string HistoryCsv(const train::History& history);
 std::string BatchesCsv(const train::History& history);
 // history.json's "epochs" array alone (the live page's snapshot of the epochs).
 std::string EpochsJson(const train::History& history, int indent = 0);
+// history.partial_epoch as one epoch object, or "" when there is none.
+std::string PartialEpochJson(const train::History& history, int indent = 0);
 
 // Writes history.json, history.csv and batches.csv into `dir` (which must exist), each
 // one atomically (WriteFileAtomic). Throws epochal::SystemError naming the file.

@@ -32,8 +32,9 @@ inline constexpr std::string_view kShiftedTrainLossLabel = "training loss at epo
 inline constexpr std::string_view kAlignedTrainLossLabel =
     "aligned training loss (half an epoch each side)";
 inline constexpr std::string_view kTimingLabel = "timing: training loss averaged during the epoch";
-inline constexpr std::string_view kRegularizationLabel =
-    "regularization: dropout/L2 active in training only";
+inline constexpr std::string_view kDropoutLabel = "dropout: dropout and L2, in training only";
+inline constexpr std::string_view kBatchNormLabel =
+    "batch norm: running instead of batch statistics";
 inline constexpr std::string_view kDataLabel = "data: validation set vs. training probe";
 inline constexpr std::string_view kTotalGapLabel = "total: validation loss - training loss";
 

@@ -81,6 +81,10 @@ struct RunDocument {
   std::optional<RunProgress> progress;
   // A JSON array of epoch objects, as EpochsJson writes it ("[]" when empty).
   std::string epochs_json = "[]";
+  // A stopped run's unfinished epoch as one such object (empty: none), and the terms the
+  // model cannot have (History's fields).
+  std::string partial_epoch_json;
+  std::vector<std::string> absent_terms;
   // The config as a JSON object (empty: none), and as text (report only).
   std::string config_json;
   std::string config_text;

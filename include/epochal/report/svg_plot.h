@@ -49,6 +49,9 @@ inline constexpr std::array<std::string_view, 8> kPalette = {
 struct Point {
   double x = 0.0;
   double y = 0.0;
+  // Stacked bars: a standard error, drawn as a whisker of +-error at the bar segment's
+  // outer end (0: none).
+  double error = 0.0;
 };
 
 enum class SeriesKind {

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "epochal/train/history.h"
@@ -14,14 +15,35 @@
 
 namespace epochal::train {
 
+// A term-based finding needs its term past `term` and past kStandardErrors of its
+// standard errors (docs/loss-gap.md, "Uncertainty").
+inline constexpr double kStandardErrors = 2.0;
+
 struct DiagnosisThresholds {
   double term = 0.02;
   double overfit = 0.05;
   double overfit_rise = 0.01;
-  double over_regularized_ratio = 0.5;
+  // OVER_REGULARIZED: the cost of dropout and L2 as a share of the clean training loss,
+  // and as a multiple of the generalization gap (config.proto's AnalysisConfig).
+  double over_regularized_ratio = 0.35;
+  double over_regularized_gap_ratio = 3.0;
   double leakage_fraction = 0.001;
   static DiagnosisThresholds FromConfig(const v1::AnalysisConfig& config);
 };
+
+// Which train/inference differences a model has: the terms it cannot have are exactly 0.
+struct RegularizationTraits {
+  std::vector<float> dropout_rates;  // Of the dropout layers with a rate above 0.
+  float weight_decay = 0.0f;
+  int batch_norm_layers = 0;
+  float batch_norm_momentum = 0.0f;  // The largest (slowest to forget), when any.
+  bool has_dropout_term() const { return !dropout_rates.empty() || weight_decay > 0; }
+  bool has_batchnorm_term() const { return batch_norm_layers > 0; }
+  // "dropout" and/or "batchnorm": the terms this model cannot have.
+  std::vector<std::string> AbsentTerms() const;
+  static RegularizationTraits FromConfig(const v1::ExperimentConfig& config);
+};
+
 
 // What the leakage scan found before training.
 struct LeakageSummary {
@@ -41,7 +63,11 @@ struct Finding {
 
 class Diagnosis {
  public:
-  explicit Diagnosis(DiagnosisThresholds thresholds) : thresholds_(thresholds) {}
+  explicit Diagnosis(DiagnosisThresholds thresholds, RegularizationTraits traits = {})
+      : thresholds_(thresholds), traits_(std::move(traits)) {}
+  // The run's precise-batch-norm setting (training.recompute_bn_stats), which the batch-norm
+  // finding's advice depends on.
+  void SetRecomputedBatchNorm(int64_t batches) { recompute_bn_batches_ = batches; }
   void SetLeakage(const LeakageSummary& leakage) { leakage_ = leakage; }
 
   // Evaluates the last epoch of `history`; returns the findings that hold there (and
@@ -57,13 +83,25 @@ class Diagnosis {
   const DiagnosisThresholds& thresholds() const { return thresholds_; }
 
  private:
+  // Whether the leakage scan flagged enough of the validation set to raise LEAKAGE.
+  bool LeakageFlagged() const;
+  // REGULARIZATION's sentence, naming the parts this model has.
+  std::string RegularizationSentence(const EpochRecord& r) const;
+  // OVER_REGULARIZED's conditions on epoch index `i` of `history` (docs/loss-gap.md);
+  // with `require_slowing`, also that validation loss improved less than the cost there.
+  bool OverRegularizedAt(const History& history, size_t i, bool require_slowing) const;
+
   DiagnosisThresholds thresholds_;
+  RegularizationTraits traits_;
+  int64_t recompute_bn_batches_ = 0;
   std::optional<LeakageSummary> leakage_;
   std::vector<Finding> findings_;
 };
 
-// "val_loss - loss = -0.2152 = timing -0.1201 + regularization -0.0752 + data -0.0199
-// (dominant: timing)", or an empty string when the epoch has no decomposition.
-std::string GapLine(const EpochRecord& record);
+// "val_loss - loss = -0.2152 = timing -0.1201 ± 0.0040 + dropout -0.0652 ± 0.0021 +
+// batchnorm -0.0100 ± 0.0015 + data -0.0199 ± 0.0052 (dominant: timing)", a term in
+// `absent_terms` written "batchnorm: not present"; an empty string when the epoch has no
+// decomposition.
+std::string GapLine(const EpochRecord& record, const std::vector<std::string>& absent_terms = {});
 
 }  // namespace epochal::train

@@ -36,27 +36,38 @@ struct EpochField {
   // A column of history.csv (in this order, before "findings"); in history.json the
   // columns come first, the others after "findings" and "dominant_term".
   bool column;
-  // history.json must hold it as a number; another field missing there reads as 0
-  // (a double) or absent (an optional).
+  // history.json must hold it as a number; another field missing there (or unset in a
+  // message with presence) reads as `missing` (a double) or absent (an optional).
   bool required;
+  double missing = 0.0;
 };
 
 // In history.json / history.csv order.
-inline constexpr std::array<EpochField, 16> kEpochFields = {{
+inline constexpr std::array<EpochField, 25> kEpochFields = {{
     {"epoch", &EpochRecord::epoch, true, true},
     {"loss", &EpochRecord::loss, true, true},
     {"accuracy", &EpochRecord::accuracy, true, true},
     {"val_loss", &EpochRecord::val_loss, true, true},
     {"val_accuracy", &EpochRecord::val_accuracy, true, true},
     {"probe_train_loss", &EpochRecord::probe_train_loss, true, false},
+    {"probe_nodrop_loss", &EpochRecord::probe_nodrop_loss, true, false},
     {"probe_eval_loss", &EpochRecord::probe_eval_loss, true, false},
     {"gap_timing", &EpochRecord::gap_timing, true, false},
-    {"gap_regularization", &EpochRecord::gap_regularization, true, false},
+    {"gap_dropout", &EpochRecord::gap_dropout, true, false},
+    {"gap_batchnorm", &EpochRecord::gap_batchnorm, true, false},
     {"gap_data", &EpochRecord::gap_data, true, false},
+    {"gap_regularization", &EpochRecord::gap_regularization, true, false},
+    {"gap_timing_se", &EpochRecord::gap_timing_se, true, false},
+    {"gap_dropout_se", &EpochRecord::gap_dropout_se, true, false},
+    {"gap_batchnorm_se", &EpochRecord::gap_batchnorm_se, true, false},
+    {"gap_data_se", &EpochRecord::gap_data_se, true, false},
+    {"gap_regularization_se", &EpochRecord::gap_regularization_se, true, false},
     {"aligned_train_loss", &EpochRecord::aligned_train_loss, true, false},
     {"seconds", &EpochRecord::seconds, true, false},
     {"images_per_second", &EpochRecord::images_per_second, true, false},
     {"lr", &EpochRecord::lr, true, false},
+    // 1 for a complete epoch; histories and checkpoints from before it read as complete.
+    {"epoch_fraction", &EpochRecord::epoch_fraction, true, false, 1.0},
     // Timings of the coordinator's work after the epoch (not in `seconds`).
     {"validation_seconds", &EpochRecord::validation_seconds, false, false},
     {"probe_seconds", &EpochRecord::probe_seconds, false, false},

@@ -22,18 +22,29 @@
 #include "epochal/dist/communicator.h"
 #include "epochal/nn/model.h"
 #include "epochal/optim/sgd.h"
+#include "epochal/train/diagnosis.h"
 #include "epochal/train/history.h"
 #include "epochal/train/observer.h"
 #include "epochal/v1/config.pb.h"
 
 namespace epochal::train {
 
-// P_train (training-mode probe loss plus the L2 penalty when weight decay is on) and
-// P_eval (inference mode) of the current weights, with the inference-mode result for the
-// per-class figures.
+// The probe losses of the current weights on one fixed training subset:
+//   train   P_train: training mode (dropout on, batch statistics) plus the L2 penalty;
+//   nodrop  P_nodrop: batch statistics, no dropout, no penalty;
+//   eval    P_eval: inference mode;
+// with standard errors from the per-sample losses: of P_train and P_eval, and of the
+// per-sample differences nodrop - train, eval - nodrop and eval - train (paired: the
+// same samples give both sides). The inference-mode result gives the per-class figures.
 struct ProbeLosses {
   double train = 0.0;
+  double nodrop = 0.0;
   double eval = 0.0;
+  double train_se = 0.0;
+  double eval_se = 0.0;
+  double dropout_se = 0.0;
+  double batchnorm_se = 0.0;
+  double regularization_se = 0.0;
   EvalResult eval_result;
 };
 
@@ -57,8 +68,15 @@ class Evaluator {
   // P_eval. Mini-batches are cut from the probe the same way for any rank count and each
   // is evaluated whole by one rank, so the result does not depend on N. A collective.
   EvalResult EvaluateProbe(nn::Mode mode);
-  // Both probes; a collective. Empty probes give zeros.
+  // The three probes (a pass the model makes identical to another is not run); a
+  // collective. Empty probes give zeros.
   ProbeLosses MeasureProbes();
+  // Precise batch norm: replaces the running statistics with the mean of the batch
+  // statistics of `batches` training batches of the training batch size (a fixed seeded
+  // choice for `epoch`; forward only, no dropout, nothing else changes), averaged over
+  // the ranks so that every replica holds the same values. A collective; nothing to do
+  // without batch norm.
+  void RecomputeBatchNormStatistics(int64_t batches, int epoch);
   const std::vector<int64_t>& probe_indices() const { return probe_; }
 
   // The end-of-epoch measurements into `record` (whose training fields are filled):
@@ -68,11 +86,14 @@ class Evaluator {
   EvalResult MeasureEpoch(const data::Dataset& val_set, EpochRecord* record,
                           const std::function<void()>& after_validation = {});
 
-  // The three gap terms of `record` from its losses and the probes; the dominant term.
-  static void SetGapTerms(const ProbeLosses& probes, EpochRecord* record);
+  // The four gap terms of `record` from its losses and the probes, their sum
+  // gap_regularization, their standard errors (`val` gives V's), and the dominant term.
+  static void SetGapTerms(const ProbeLosses& probes, const EvalResult& val, EpochRecord* record);
   // Sets the aligned training loss of the boundary at the end of `boundary_epoch`: the
-  // mean of the per-batch losses within half an epoch on each side of it.
+  // mean per-sample loss of the batches within half an epoch on each side of it (each
+  // batch weighted by its samples; by one where a history does not know them).
   static void SetAlignedLoss(int boundary_epoch, History* history);
+  const RegularizationTraits& traits() const { return traits_; }
 
   // FNV-1a hash (hex) of this rank's parameters and running statistics in plain layout.
   std::string WeightsHash();
@@ -81,10 +102,14 @@ class Evaluator {
 
  private:
   // Sums one rank's evaluation over `ids` in mini-batches of `batch` into `sums` (loss,
-  // correct, count) and the per-class arrays of `result`.
+  // correct, count, squared loss) and the per-class arrays of `result`.
+  // With `per_sample`, also appends each sample's loss to it, in `ids` order.
   void EvaluateBatches(const data::Dataset& dataset, std::span<const int64_t> ids, int64_t batch,
                        nn::Mode mode, int64_t mask_epoch, double* sums, EvalResult* result,
-                       std::vector<double>* class_loss_sums);
+                       std::vector<double>* class_loss_sums,
+                       std::vector<double>* per_sample = nullptr);
+  // EvaluateProbe with this rank's per-sample losses.
+  EvalResult EvaluateProbe(nn::Mode mode, std::vector<double>* per_sample);
   // Completes a result from the all-reduced sums.
   void FinishEvaluation(double* sums, EvalResult* result, std::vector<double>* class_loss_sums);
 
@@ -94,6 +119,7 @@ class Evaluator {
   const data::Dataset* probe_source_;
   int64_t per_rank_batch_;
   nn::StatisticsReducer* reducer_;
+  RegularizationTraits traits_;
   std::vector<optim::ParamView> views_;  // For the L2 penalty.
   std::vector<int64_t> probe_;           // Training-set indices of the probe subset, sorted.
   // Batch buffers, sized once for the largest batch.

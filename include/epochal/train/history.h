@@ -31,19 +31,38 @@ struct EpochRecord {
   double images_per_second = 0.0;
   // Learning rate of the epoch's last step.
   double lr = 0.0;
+  // Of the epoch's steps, the share that ran: 1 for a complete epoch, less for the last
+  // epoch of a stopped run (History::partial_epoch).
+  double epoch_fraction = 1.0;
   // P_train(e): probe subset loss computed as training computes it (dropout on, batch
   // statistics, L2 penalty), with no update. Absent when probes are off.
   std::optional<double> probe_train_loss;
+  // P_nodrop(e): the same probe with batch statistics but dropout off and no penalty.
+  std::optional<double> probe_nodrop_loss;
   // P_eval(e): the same probe subset in inference mode.
   std::optional<double> probe_eval_loss;
-  // P_train - L_run (timing), P_eval - P_train (regularization), V - P_eval (data);
-  // together they sum to val_loss - loss.
+  // The four terms (docs/loss-gap.md); together they sum to val_loss - loss:
+  //   timing     P_train - L_run
+  //   dropout    P_nodrop - P_train   (dropout and the L2 penalty)
+  //   batchnorm  P_eval - P_nodrop    (running instead of batch statistics)
+  //   data       V - P_eval
+  // and regularization = dropout + batchnorm. A term the model cannot have (no dropout
+  // and no L2; no batch norm) is exactly 0 with a standard error of 0.
   std::optional<double> gap_timing;
+  std::optional<double> gap_dropout;
+  std::optional<double> gap_batchnorm;
   std::optional<double> gap_regularization;
   std::optional<double> gap_data;
-  // Mean per-batch loss over the half epoch on each side of the boundary at the end of
-  // this epoch; known half-way through the next epoch, absent until then (and for the
-  // last epoch).
+  // Their standard errors, from the per-sample losses (paired where one set of samples
+  // gives both sides of a difference).
+  std::optional<double> gap_timing_se;
+  std::optional<double> gap_dropout_se;
+  std::optional<double> gap_batchnorm_se;
+  std::optional<double> gap_regularization_se;
+  std::optional<double> gap_data_se;
+  // Mean per-sample training loss over the half epoch on each side of the boundary at
+  // the end of this epoch (batches weighted by their samples); known half-way through the
+  // next epoch, absent until then (and for the last epoch).
   std::optional<double> aligned_train_loss;
   // Diagnosis findings raised this epoch, e.g. "TIMING: ...".
   std::vector<std::string> findings;
@@ -51,7 +70,8 @@ struct EpochRecord {
   // the probe subset (inference mode). Empty when not measured.
   std::vector<double> val_class_loss, val_class_accuracy;
   std::vector<double> probe_class_loss, probe_class_accuracy;
-  // The term with the largest magnitude ("timing", "regularization", "data"), if any.
+  // The term with the largest magnitude ("timing", "dropout", "batchnorm", "data"), if
+  // any.
   std::string dominant_term;
   // Data-parallel runs: one entry per rank, in rank order.
   struct RankTiming {
@@ -79,6 +99,8 @@ struct BatchRecord {
   double loss = 0.0;
   // Rate the step used.
   double lr = 0.0;
+  // Samples in the global batch (0 when unknown: a history written before it was kept).
+  int64_t samples = 0;
 };
 
 // A change made through the control word, recorded with the step it took effect at.
@@ -96,6 +118,12 @@ struct History {
   std::vector<ControlEvent> control_events;
   std::vector<EpochRecord> epochs;
   std::vector<BatchRecord> batches;
+  // The terms this model cannot have ("dropout": no dropout layer and no L2 penalty;
+  // "batchnorm": no batch norm), reported as not present.
+  std::vector<std::string> absent_terms;
+  // A stopped run's last epoch, cut short: its training figures and epoch_fraction,
+  // without validation, probes or findings (the resumed run evaluates the full epoch).
+  std::optional<EpochRecord> partial_epoch;
 };
 
 }  // namespace epochal::train

@@ -31,6 +31,8 @@ struct EvalResult {
   double loss = 0.0;
   double accuracy = 0.0;
   int64_t count = 0;
+  // Standard error of `loss` as a mean of per-sample losses: sd / sqrt(count).
+  double loss_se = 0.0;
   std::vector<int64_t> confusion;  // classes x classes, row-major.
   std::vector<double> class_loss;  // Mean loss of the samples of each true class.
   // Accuracy of each true class (recall); 0 for a class without samples.

@@ -8,11 +8,13 @@
   const BLUE = '#0072B2', VERMILLION = '#D55E00', GREEN = '#009E73', ORANGE = '#E69F00';
   const SKY = '#56B4E9', PURPLE = '#CC79A7', BLACK = '#000000', YELLOW = '#F0E442';
   const PALETTE = [BLUE, ORANGE, PURPLE, GREEN, SKY, VERMILLION, YELLOW, BLACK];
-  const TERM_COLORS = {timing: BLUE, regularization: ORANGE, batch_norm: PURPLE, data: GREEN};
+  const TERM_COLORS = {timing: BLUE, dropout: ORANGE, batchnorm: PURPLE, regularization: ORANGE,
+                       data: GREEN};
   const TERM_LABELS = {
     timing: 'timing: training loss averaged during the epoch',
-    regularization: 'regularization: dropout/L2 active in training only',
-    batch_norm: 'batch norm: batch vs running statistics',
+    dropout: 'dropout: dropout and L2, in training only',
+    batchnorm: 'batch norm: running instead of batch statistics',
+    regularization: 'regularization: dropout, L2 and batch norm',
     data: 'data: validation set vs. training probe',
   };
   const MAX_LINE_POINTS = 2000;
@@ -239,7 +241,9 @@
 
   // The gap terms an epoch carries: every gap_<term> key with a number (or null), in the
   // order history.json writes them; gap_<term>_se is its standard error.
-  function gapTerms(epochs) {
+  // gap_regularization is the sum of gap_dropout and gap_batchnorm: drawn only where a
+  // history has no parts. Terms the model cannot have (absent_terms) are left out.
+  function gapTerms(epochs, absent) {
     const terms = [];
     for (const e of epochs) {
       for (const k of Object.keys(e)) {
@@ -248,7 +252,8 @@
         terms.push(m[1]);
       }
     }
-    return terms;
+    const parts = terms.includes('dropout') && terms.includes('batchnorm');
+    return terms.filter(t => !(parts && t === 'regularization') && !(absent || []).includes(t));
   }
 
   // Exact running mean of the epoch so far after each batch: samples are proportional to
@@ -354,6 +359,13 @@
       ['last validation', last ? 'loss ' + fixed(last.val_loss, 4) + ', accuracy ' +
                                      fixed(last.val_accuracy, 4) : '-'],
     ];
+    // A stopped run's unfinished epoch: training figures only, never diagnosed.
+    const partial = doc.partial_epoch;
+    if (partial && finite(partial.epoch_fraction)) {
+      facts.push(['partial epoch', 'epoch ' + partial.epoch + ' stopped at ' +
+                  (100 * partial.epoch_fraction).toFixed(1) + '% (training loss ' +
+                  fixed(partial.loss, 4) + '); not validated, not diagnosed']);
+    }
     const dl = html('dl', {'class': 'facts'}, state);
     for (const [k, v] of facts) {
       html('dt', {}, dl, k);
@@ -411,7 +423,7 @@
     });
 
     // The gap terms, stacked, with standard errors where the history has them.
-    const terms = gapTerms(epochs);
+    const terms = gapTerms(epochs, doc.absent_terms);
     const gapSeries = terms.map((t, i) => ({
       kind: 'bar', label: TERM_LABELS[t] || t, color: TERM_COLORS[t] || PALETTE[i % 8],
       errOffset: terms.length > 1 ? (i / (terms.length - 1) - 0.5) * 0.6 : 0,
