@@ -105,6 +105,7 @@ std::unique_ptr<ControlPlane> StartControlPlane(const Flags& f, const dist::Comm
   service.world_size = comm.size();
   service.total_epochs = config.training().epochs();
   service.stop_after_step = stop_after_step;
+  service.checkpoints = !config.checkpoint().disabled();
   control::ServerOptions server;
   server.bind = f.Get("control-bind").value_or("127.0.0.1");
   server.port = static_cast<int>(*port);
@@ -127,9 +128,13 @@ int Ctl(int argc, char** argv) {
               "  status      state, epoch, step, learning rate, losses, images/s\n"
               "  pause       pause every rank at the next step boundary\n"
               "  resume      resume a paused job\n"
-              "  stop        stop gracefully at the next step boundary (history written)\n"
+              "  stop        checkpoint and stop at the next step boundary (history\n"
+              "              written; without checkpoints it stops and says none was written)\n"
               "  set-lr X    use learning rate X from the next step on, on every rank\n"
-              "  checkpoint  checkpoint at the next step boundary\n"
+              "              (while paused: applied at once, the job stays paused)\n"
+              "  checkpoint  checkpoint at the next step boundary (or at once while paused);\n"
+              "              replies with the file's path once it is on disk;\n"
+              "              FAILED_PRECONDITION when the job runs with --no-checkpoints\n"
               "  history     per-epoch records and control events so far\n"
               "  diagnose    the loss-gap findings so far\n"
               "  watch       stream step, epoch, finding and state events\n"

@@ -46,7 +46,7 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("precision", "MODE", "conv and dense arithmetic: auto, f32 or bf16",
           "config's, else f32");
   if (!f.Parse(argc, argv, 2)) return 0;
-  SetThreadsPerRank(f);
+  SetThreadsPerRank(f, comm.is_root());
   v1::ExperimentConfig config = LoadConfig(f);
   if (auto v = f.Get("precision")) {
     config.mutable_training()->set_precision(*v);

@@ -23,7 +23,8 @@ void AddDataFlags(Flags& f) {
   f.Value("data-dir", "DIR", "directory holding the four IDX files",
           "config's data.data_dir, else /usr/share/datasets/fashion-mnist");
   f.Value("limit-val", "N", "use only the first N validation samples", "all");
-  f.Value("threads", "T", "oneDNN/OpenMP threads", "all cores");
+  f.Value("threads", "T", "oneDNN/OpenMP threads, at most this rank's cores", "this rank's cores");
+  f.Switch("oversubscribe-threads", "keep a --threads above this rank's cores");
   f.Value("max-model-memory", "BYTES",
           "refuse a model whose estimated memory per rank exceeds this (8G, 512M, ...)", "8G");
 }

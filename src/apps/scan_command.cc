@@ -175,14 +175,16 @@ int Scan(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("limit-train", "N", "use only the first N training samples", "all");
   f.Value("limit-val", "N", "use only the first N validation samples", "all");
   f.Value("json", "FILE", "also write the report as JSON to FILE (replaced atomically)");
-  f.Value("threads", "T", "oneDNN/OpenMP threads per rank", "all cores, shared by local ranks");
+  f.Value("threads", "T", "oneDNN/OpenMP threads per rank, at most this rank's cores",
+          "all cores, shared by local ranks");
+  f.Switch("oversubscribe-threads", "keep a --threads above this rank's cores");
   if (!f.Parse(argc, argv, 2)) return 0;
 
   data::LeakageOptions options;
   data::Dataset train, val;
   std::string json_path;
   AgreeOnStartup(comm, [&] {
-    SetThreadsPerRank(f);
+    SetThreadsPerRank(f, comm.is_root());
     if (auto v = f.GetDouble("near-rmse")) {
       if (*v < 0) throw InputError("--near-rmse must be >= 0, got " + *f.Get("near-rmse"));
       options.near_rmse = *v;

@@ -105,7 +105,7 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   std::unique_ptr<dashboard::DashboardServer> page;
   AgreeOnStartup(comm, [&] {
     faults = train::FaultPlan::FromEnvironment();
-    SetThreadsPerRank(f);
+    SetThreadsPerRank(f, comm.is_root());
     config = LoadConfig(f);
     if (f.Has("sync-batch-norm")) config.mutable_training()->set_sync_batch_norm(true);
     if (f.Has("fixed-global-batch")) config.mutable_training()->set_fixed_global_batch(true);

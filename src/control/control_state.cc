@@ -11,6 +11,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Steps per frozen chunk of the served history: a publish copies at most this many.
+constexpr size_t kBatchChunkRows = 4096;
+
 const char* StateName(v1::State s) { return v1::State_Name(s).c_str(); }
 
 std::string Format(const char* fmt, double value) {
@@ -34,6 +37,7 @@ ControlState::ControlState(ServiceOptions options, const train::Diagnosis* diagn
   epoch_start_ = start_;
   history_.set_world_size(options_.world_size);
   stop_accepted_ = false;
+  PublishHistory(true);
 }
 
 ControlState::~ControlState() { Shutdown(); }
@@ -86,6 +90,14 @@ grpc::Status ControlState::Reply(Outcome outcome, uint64_t id, const std::string
       reply->set_applied(true);
       reply->set_effective_step(e.step);
       reply->set_message(what + " from global step " + std::to_string(e.step));
+      const auto path = checkpoint_paths_.find(id);
+      if (path != checkpoint_paths_.end()) {
+        reply->set_checkpoint_path(path->second);
+        reply->set_message(reply->message() + "; checkpoint " + path->second + " is on disk");
+      } else if (e.action == "stop") {
+        reply->set_message(reply->message() +
+                           "; no checkpoint written (checkpoints are disabled for this job)");
+      }
       return grpc::Status::OK;
     }
     case Outcome::kPending:
@@ -208,6 +220,11 @@ grpc::Status ControlState::SetLearningRate(double rate, Deadline client_deadline
 grpc::Status ControlState::SaveCheckpoint(Deadline client_deadline, v1::CommandReply* reply) {
   std::unique_lock lock(mu_);
   if (auto refused = RefuseIfEnding()) return *refused;
+  if (!options_.checkpoints) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "checkpoints are disabled for this job (--no-checkpoints or checkpoint.disabled); "
+            "nothing would be written"};
+  }
   const uint64_t id = next_id_++;
   dist::ControlWord word;
   word.action = dist::ControlWord::kCheckpoint;
@@ -216,9 +233,43 @@ grpc::Status ControlState::SaveCheckpoint(Deadline client_deadline, v1::CommandR
 }
 
 void ControlState::GetHistory(bool include_batches, v1::History* reply) const {
-  std::lock_guard lock(mu_);
-  *reply = history_;
-  if (!include_batches) reply->clear_batches();
+  std::shared_ptr<const HistorySnapshot> snapshot;
+  {
+    std::lock_guard lock(snapshot_mu_);
+    snapshot = history_snapshot_;
+  }
+  // The copy, however large, holds no lock the training thread takes.
+  if (history_copy_hook_) history_copy_hook_();
+  *reply = *snapshot->head;
+  if (!include_batches) return;
+  size_t rows = snapshot->tail.size();
+  for (const auto& chunk : snapshot->chunks) rows += chunk->size();
+  reply->mutable_batches()->Reserve(static_cast<int>(rows));
+  const auto add = [&](const BatchChunk& chunk) {
+    for (const BatchRow& row : chunk) {
+      v1::BatchRecord* b = reply->add_batches();
+      b->set_epoch_progress(row.epoch_progress);
+      b->set_loss(row.loss);
+      b->set_lr(row.lr);
+      b->set_samples(row.samples);
+    }
+  };
+  for (const auto& chunk : snapshot->chunks) add(*chunk);
+  add(snapshot->tail);
+}
+
+void ControlState::PublishHistory(bool head_changed) {
+  if (head_changed || published_head_ == nullptr) {
+    std::lock_guard lock(mu_);
+    published_head_ = std::make_shared<const v1::History>(history_);
+  }
+  auto snapshot = std::make_shared<HistorySnapshot>();
+  snapshot->head = published_head_;
+  snapshot->chunks = batch_chunks_;
+  snapshot->tail = batch_tail_;
+  last_history_publish_ = Clock::now();
+  std::lock_guard lock(snapshot_mu_);
+  history_snapshot_ = std::move(snapshot);
 }
 
 void ControlState::GetDiagnosis(v1::Diagnosis* reply) const {
@@ -264,6 +315,13 @@ dist::ControlWord ControlState::Poll(int64_t step) {
     in_flight_.push_back(command);
     return command.word;
   };
+  // Commands accepted before a stop go first, in order (a stop refuses later ones), and
+  // while paused too: a rate change or checkpoint sent then takes effect then.
+  if (!queue_.empty() && !(in_pause_loop_ && queue_.front().action == "pause")) {
+    Command c = std::move(queue_.front());
+    queue_.pop_front();
+    return hand_out(std::move(c));
+  }
   if (stop_) {
     Command c = std::move(*stop_);
     stop_.reset();
@@ -286,10 +344,7 @@ dist::ControlWord ControlState::Poll(int64_t step) {
     }
     return word;
   }
-  if (stop_accepted_ || queue_.empty()) return word;
-  Command c = std::move(queue_.front());
-  queue_.pop_front();
-  return hand_out(std::move(c));
+  return word;
 }
 
 void ControlState::Publish(v1::Event event, bool is_batch) {
@@ -330,11 +385,16 @@ void ControlState::OnStep(const train::StepEvent& e) {
     if (!overridden_) learning_rate_ = e.learning_rate;
     last_batch_loss_ = e.batch_loss;
     running_loss_ = e.running_loss;
-    v1::BatchRecord* b = history_.add_batches();
-    b->set_epoch_progress(e.epoch_progress);
-    b->set_loss(e.batch_loss);
-    b->set_lr(e.learning_rate);
-    b->set_samples(e.batch_samples);
+  }
+  // The history GetHistory serves (training thread only, no lock).
+  batch_tail_.push_back({e.epoch_progress, e.batch_loss, e.learning_rate, e.batch_samples});
+  if (batch_tail_.size() >= kBatchChunkRows) {
+    batch_chunks_.push_back(std::make_shared<const BatchChunk>(std::move(batch_tail_)));
+    batch_tail_ = {};
+    batch_tail_.reserve(kBatchChunkRows);
+  }
+  if (Clock::now() - last_history_publish_ >= options_.history_publish_interval) {
+    PublishHistory(false);
   }
   v1::Event event;
   v1::BatchEvent* b = event.mutable_batch();
@@ -368,6 +428,7 @@ void ControlState::OnEpochEnd(const train::EpochRecord& record, const train::Eva
     *history_.add_epochs() = event.epoch().record();
     diagnosis_snapshot_ = std::move(snapshot);
   }
+  PublishHistory(true);
   Publish(event, false);
   for (const std::string& f : record.findings) {
     v1::Event finding;
@@ -400,13 +461,33 @@ void ControlState::OnControl(const train::ControlEvent& e) {
     history->set_action(e.action);
     history->set_learning_rate(e.learning_rate);
     // The command this event confirms (a resume that a stop caused confirms nothing).
+    // A checkpoint, and a stop that checkpoints, are confirmed once the file is durable
+    // (OnCheckpoint).
     if (!in_flight_.empty() && in_flight_.front().action == e.action) {
-      applied_[in_flight_.front().id] = e;
+      const uint64_t id = in_flight_.front().id;
       in_flight_.pop_front();
+      if (e.action == "checkpoint" || (e.action == "stop" && options_.checkpoints)) {
+        awaiting_checkpoint_.emplace(id, e);
+      } else {
+        applied_[id] = e;
+      }
     }
   }
+  PublishHistory(true);
   changed_.notify_all();
   PublishState(e.action, e.step, e.learning_rate);
+}
+
+void ControlState::OnCheckpoint(const std::string& path, const std::string&, int64_t) {
+  {
+    std::lock_guard lock(mu_);
+    if (!awaiting_checkpoint_) return;
+    const auto& [id, event] = *awaiting_checkpoint_;
+    checkpoint_paths_[id] = path;
+    applied_[id] = event;
+    awaiting_checkpoint_.reset();
+  }
+  changed_.notify_all();
 }
 
 void ControlState::OnTrainingEnd(const train::History&, const train::EvalResult&) {
@@ -416,6 +497,7 @@ void ControlState::OnTrainingEnd(const train::History&, const train::EvalResult&
     state_ = v1::FINISHED;
     step = step_;
   }
+  PublishHistory(true);
   PublishState("finished", step, 0.0);
   Shutdown();
 }

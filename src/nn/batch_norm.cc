@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "epochal/core/error.h"
 
@@ -9,6 +10,43 @@ namespace epochal::nn {
 
 using dnnl::memory;
 using dnnl::normalization_flags;
+
+namespace {
+
+// The global mean and biased variance from the summed [sum x | sum x^2 | count] of every
+// process (SynchronizedStatistics and BatchNorm::ForwardWithoutSamples alike, so every
+// replica computes the same bits). Returns the global count.
+int64_t GlobalStatistics(std::span<const double> sums, int64_t channels, float* mean, float* var) {
+  const double count = sums[static_cast<size_t>(2 * channels)];
+  for (int64_t c = 0; c < channels; ++c) {
+    const double m = sums[static_cast<size_t>(c)] / count;
+    mean[c] = static_cast<float>(m);
+    var[c] =
+        static_cast<float>(std::max(0.0, sums[static_cast<size_t>(channels + c)] / count - m * m));
+  }
+  return static_cast<int64_t>(count);
+}
+
+// running = momentum * running + (1 - momentum) * batch, over `count` elements per channel.
+// kTrain: running = momentum * running + (1 - momentum) * batch. kRecomputeStatistics adds
+// the batch's statistics to a sum instead (running = running + batch), which the caller
+// zeroed and later divides by the batch count (Model::RecomputeBatchNormStatistics).
+void UpdateRunningStatistics(const BatchNormOptions& options, Mode mode, bool is_4d,
+                             int64_t count, int64_t channels, const float* mean, const float* var,
+                             float* running_mean, float* running_var) {
+  // Keras' fused kernel takes the Bessel-corrected variance for 4-D inputs.
+  const float correction =
+      is_4d && count > 1 ? static_cast<float>(count) / static_cast<float>(count - 1) : 1.0f;
+  const bool sum = mode == Mode::kRecomputeStatistics;
+  const float m = sum ? 1.0f : options.momentum;
+  const float w = sum ? 1.0f : 1.0f - options.momentum;
+  for (int64_t c = 0; c < channels; ++c) {
+    running_mean[c] = m * running_mean[c] + w * mean[c];
+    running_var[c] = m * running_var[c] + w * var[c] * correction;
+  }
+}
+
+}  // namespace
 
 class BatchNormPlan final : public LayerPlan {
  public:
@@ -30,6 +68,10 @@ class BatchNormPlan final : public LayerPlan {
     int64_t reduced = 1;  // Elements per channel in one batch.
     for (size_t i = 0; i < dims.size(); ++i) reduced *= i == 1 ? 1 : dims[i];
     is_4d_ = dims.size() == 4;
+    layer.input_is_4d_ = is_4d_;
+    layer.idle_sums_.resize(static_cast<size_t>(2 * channels + 1));
+    layer.idle_mean_.resize(static_cast<size_t>(channels));
+    layer.idle_variance_.resize(static_cast<size_t>(channels));
 
     const float eps = layer.options_.epsilon;
     const auto scale_shift = normalization_flags::use_scale | normalization_flags::use_shift;
@@ -109,21 +151,9 @@ class BatchNormPlan final : public LayerPlan {
     }
     if (ctx.mode == Mode::kTrain || ctx.mode == Mode::kRecomputeStatistics) {
       ctx_.stream.wait();
-      // Keras' fused kernel takes the Bessel-corrected variance for 4-D inputs.
-      const float correction =
-          is_4d_ && count > 1 ? static_cast<float>(count) / static_cast<float>(count - 1) : 1.0f;
-      // Recomputing adds the batch's statistics to a sum (running = 1 * running + 1 * batch).
-      const bool sum = ctx.mode == Mode::kRecomputeStatistics;
-      const float m = sum ? 1.0f : layer_.options_.momentum;
-      const float w = sum ? 1.0f : 1.0f - m;
-      const float* mean = Data(mean_);
-      const float* var = Data(variance_);
-      float* running_mean = layer_.running_mean_.value.data();
-      float* running_var = layer_.running_variance_.value.data();
-      for (int64_t c = 0; c < layer_.channels_; ++c) {
-        running_mean[c] = m * running_mean[c] + w * mean[c];
-        running_var[c] = m * running_var[c] + w * var[c] * correction;
-      }
+      UpdateRunningStatistics(layer_.options_, ctx.mode, is_4d_, count, layer_.channels_,
+                              Data(mean_), Data(variance_), layer_.running_mean_.value.data(),
+                              layer_.running_variance_.value.data());
     }
   }
 
@@ -171,16 +201,7 @@ class BatchNormPlan final : public LayerPlan {
     }
     sums_[static_cast<size_t>(2 * channels)] = static_cast<double>(elements_per_channel_);
     layer_.reducer_->AllreduceSum(sums_);
-    const double count = sums_[static_cast<size_t>(2 * channels)];
-    float* mean = Data(mean_);
-    float* var = Data(variance_);
-    for (int64_t c = 0; c < channels; ++c) {
-      const double m = sums_[static_cast<size_t>(c)] / count;
-      mean[c] = static_cast<float>(m);
-      var[c] = static_cast<float>(
-          std::max(0.0, sums_[static_cast<size_t>(channels + c)] / count - m * m));
-    }
-    return static_cast<int64_t>(count);
+    return GlobalStatistics(sums_, channels, Data(mean_), Data(variance_));
   }
 
   // oneDNN's backward with given statistics wrote diff_src = gamma * rstd * dy and the
@@ -244,6 +265,29 @@ BatchNorm::BatchNorm(std::string name, BatchNormOptions options)
   beta_.name = this->name() + "/beta";
   running_mean_.name = this->name() + "/moving_mean";
   running_variance_.name = this->name() + "/moving_variance";
+}
+
+void BatchNorm::ForwardWithoutSamples(const StepContext& ctx) {
+  idle_synced_ = false;
+  if (reducer_ == nullptr || !UsesBatchStatistics(ctx.mode)) return;
+  EPOCHAL_CHECK(channels_ > 0, name(), ": ForwardWithoutSamples before the first plan");
+  std::fill(idle_sums_.begin(), idle_sums_.end(), 0.0);
+  reducer_->AllreduceSum(idle_sums_);
+  const int64_t count =
+      GlobalStatistics(idle_sums_, channels_, idle_mean_.data(), idle_variance_.data());
+  idle_synced_ = true;
+  if (ctx.mode == Mode::kTrain) {
+    UpdateRunningStatistics(options_, ctx.mode, input_is_4d_, count, channels_, idle_mean_.data(),
+                            idle_variance_.data(), running_mean_.value.data(),
+                            running_variance_.value.data());
+  }
+}
+
+void BatchNorm::BackwardWithoutSamples(const StepContext&) {
+  if (!idle_synced_) return;
+  // No local gradient sums and no samples whose gradient the global sums would correct.
+  std::fill(idle_sums_.begin(), idle_sums_.end(), 0.0);
+  reducer_->AllreduceSum(idle_sums_);
 }
 
 std::unique_ptr<LayerPlan> BatchNorm::MakePlan(DnnlContext& ctx, const memory::desc& src_md) {

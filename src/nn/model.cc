@@ -1,5 +1,6 @@
 #include "epochal/nn/model.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "epochal/core/error.h"
@@ -7,6 +8,7 @@
 #include "epochal/nn/batch_norm.h"
 #include "epochal/nn/conv2d.h"
 #include "epochal/nn/dense.h"
+#include "epochal/nn/dnnl_util.h"
 #include "epochal/nn/dropout.h"
 #include "epochal/nn/flatten.h"
 #include "epochal/nn/max_pool.h"
@@ -224,6 +226,23 @@ void Model::Backward(const StepContext& ctx, float grad_scale, const GradientsRe
     }
   }
   dnnl_.stream.wait();
+}
+
+void Model::ForwardWithoutSamples(const StepContext& ctx) {
+  for (auto& layer : layers_) layer->ForwardWithoutSamples(ctx);
+  last_plan_ = nullptr;  // Nothing for Backward, Logits or the outputs to read.
+}
+
+void Model::BackwardWithoutSamples(const StepContext& ctx, const GradientsReady& ready) {
+  for (size_t i = layers_.size(); i-- > 0;) {
+    layers_[i]->BackwardWithoutSamples(ctx);
+    for (Parameter* p : layers_[i]->parameters()) {
+      const std::span<float> grad = Span(p->grad);
+      std::fill(grad.begin(), grad.end(), 0.0f);
+    }
+    if (ready && first_param_[i] != first_param_[i + 1])
+      ready(first_param_[i], first_param_[i + 1]);
+  }
 }
 
 std::vector<float> Model::Logits() {

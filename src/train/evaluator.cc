@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "epochal/core/error.h"
 #include "epochal/core/hash.h"
 #include "epochal/core/logging.h"
 #include "epochal/data/sampler.h"
@@ -318,14 +319,33 @@ EvalResult Evaluator::MeasureEpoch(const data::Dataset& val_set, EpochRecord* re
   record->probe_seconds = Seconds(probe_start, Clock::now());
   if (comm_.size() > 1) {
     record->replica_hashes = ReplicaHashes();
-    for (size_t r = 0; r < record->replica_hashes.size(); ++r) {
-      if (record->replica_hashes[r] != record->replica_hashes.front()) {
-        EPOCHAL_LOG(kError, "epoch ", record->epoch, ": rank ", r,
-                    "'s weights differ from rank 0's");
-      }
-    }
+    StopIfReplicasDiverged(record->replica_hashes,
+                           detail::StrCat("at the end of epoch ", record->epoch));
   }
   return val;
+}
+
+void Evaluator::StopIfReplicasDiverged(const std::vector<std::string>& hashes,
+                                       const std::string& when) {
+  std::string message;
+  if (comm_.is_root()) {
+    size_t first = 0, differing = 0;
+    for (size_t r = 1; r < hashes.size(); ++r) {
+      if (hashes[r] == hashes.front()) continue;
+      if (first == 0) first = r;
+      ++differing;
+    }
+    if (differing > 0) {
+      message = detail::StrCat(
+          "replicas diverged ", when, ": rank ", first, "'s weights (hash ", hashes[first],
+          ") differ from rank 0's (", hashes.front(), "), ", differing, " of ", hashes.size() - 1,
+          " other ranks differ; stopped without checkpointing them, so the newest checkpoint is "
+          "the last good one (--resume auto continues from it); replicas drift apart only "
+          "through a bug or a hardware fault (docs/fault-tolerance.md)");
+    }
+  }
+  comm_.Broadcast(&message);  // Every rank stops, with the same message.
+  if (!message.empty()) throw Error(message);
 }
 
 void Evaluator::SetAlignedLoss(int boundary_epoch, History* history) {
@@ -343,13 +363,14 @@ void Evaluator::SetAlignedLoss(int boundary_epoch, History* history) {
   if (n > 0) history->epochs[static_cast<size_t>(boundary_epoch - 1)].aligned_train_loss = sum / n;
 }
 
-std::string Evaluator::WeightsHash() {
+std::string Evaluator::WeightsHash(bool with_state) {
   uint64_t h = kFnv1aOffset;
   for (nn::Parameter* p : model_.parameters()) {
     const std::vector<float> plain = nn::ToPlain(model_.dnnl(), p->value);
     h = Fnv1a(plain.data(), plain.size() * sizeof(float), h);
   }
   for (nn::StateBuffer* s : model_.state()) {
+    if (!with_state) break;
     h = Fnv1a(s->value.data(), s->value.size() * sizeof(float), h);
   }
   char hex[17];
@@ -357,8 +378,8 @@ std::string Evaluator::WeightsHash() {
   return hex;
 }
 
-std::vector<std::string> Evaluator::ReplicaHashes() {
-  const uint64_t h = std::stoull(WeightsHash(), nullptr, 16);
+std::vector<std::string> Evaluator::ReplicaHashes(bool with_state) {
+  const uint64_t h = std::stoull(WeightsHash(with_state), nullptr, 16);
   // Two exact halves: a double holds 53 bits, not 64.
   const double halves[] = {static_cast<double>(h >> 32), static_cast<double>(h & 0xffffffffu)};
   std::vector<double> all;

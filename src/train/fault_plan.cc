@@ -47,6 +47,11 @@ FaultPlan FaultPlan::Parse(const std::string& spec) {
       if (colon == std::string::npos) throw InputError("EPOCHAL_FAULT: nan-grad=RANK:STEP");
       plan.nan_rank = static_cast<int>(ToInt(value.substr(0, colon), entry));
       plan.nan_step = ToInt(value.substr(colon + 1), entry);
+    } else if (key == "perturb-weights") {
+      const size_t colon = value.find(':');
+      if (colon == std::string::npos) throw InputError("EPOCHAL_FAULT: perturb-weights=RANK:STEP");
+      plan.perturb_rank = static_cast<int>(ToInt(value.substr(0, colon), entry));
+      plan.perturb_step = ToInt(value.substr(colon + 1), entry);
     } else {
       throw InputError("EPOCHAL_FAULT: unknown fault '" + key + "'");
     }

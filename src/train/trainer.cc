@@ -171,6 +171,10 @@ dist::ControlWord Trainer::RootControlWord(int64_t step) {
 
 void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
   if (word.action == dist::ControlWord::kContinue) return;
+  if (word.action == dist::ControlWord::kPause) {
+    PauseAtStepBoundary(word, step);
+    return;
+  }
   ControlEvent event{step + 1, dist::ActionName(word.action), word.learning_rate};
   switch (word.action) {
     case dist::ControlWord::kStop:
@@ -183,36 +187,50 @@ void Trainer::ApplyControl(const dist::ControlWord& word, int64_t step) {
     case dist::ControlWord::kSetLearningRate:
       sgd_->SetLearningRateOverride(word.learning_rate);
       break;
-    case dist::ControlWord::kPause: {
-      state_.history.control_events.push_back(event);
-      for (auto* o : observers_) o->OnControl(event);
-      // Wait at the step boundary until rank 0's source says otherwise; every rank
-      // receives the same sequence of words. The other ranks wait in a non-blocking
-      // broadcast that they test between sleeps, so a paused rank uses no core.
-      const Clock::time_point paused = Clock::now();
-      EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": paused after global step ", step);
-      dist::ControlWord next = word;
-      while (next.action == dist::ControlWord::kPause) {
-        if (comm_->is_root()) {
-          std::this_thread::sleep_for(kPausePollInterval);
-          next = RootControlWord(step + 1);
-        }
-        next = dist::SyncControlWordIdle(*comm_, next, kPausedTestInterval);
-      }
-      EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": resumed at global step ", step + 1, " after ",
-                  std::chrono::duration<double>(Clock::now() - paused).count(), " s paused");
-      event = ControlEvent{step + 1, "resume", 0.0};
-      state_.history.control_events.push_back(event);
-      for (auto* o : observers_) o->OnControl(event);
-      ApplyControl(next, step);
-      return;
-    }
     default:
       break;
   }
-  EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": ", event.action, " from global step ", event.step);
+  EPOCHAL_LOG(
+      kInfo, "rank ", comm_->rank(), ": ", event.action, " from global step ", event.step,
+      checkpoint_requested_ && !checkpoints_ ? " (checkpoints are disabled: none written)" : "");
   state_.history.control_events.push_back(event);
   for (auto* o : observers_) o->OnControl(event);
+}
+
+void Trainer::PauseAtStepBoundary(const dist::ControlWord& word, int64_t step) {
+  ControlEvent event{step + 1, dist::ActionName(word.action), word.learning_rate};
+  state_.history.control_events.push_back(event);
+  for (auto* o : observers_) o->OnControl(event);
+  // Wait at the step boundary until rank 0's source says otherwise; every rank receives
+  // the same sequence of words. The other ranks wait in a non-blocking broadcast that
+  // they test between sleeps, so a paused rank uses no core.
+  const Clock::time_point paused = Clock::now();
+  EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": paused after global step ", step);
+  dist::ControlWord next = word;
+  while (true) {
+    if (comm_->is_root()) {
+      std::this_thread::sleep_for(kPausePollInterval);
+      next = RootControlWord(step + 1);
+    }
+    next = dist::SyncControlWordIdle(*comm_, next, kPausedTestInterval);
+    if (next.action == dist::ControlWord::kSetLearningRate ||
+        next.action == dist::ControlWord::kCheckpoint) {
+      // A command sent while paused takes effect now, and the job stays paused: the
+      // new rate applies from the next step, the checkpoint is written here.
+      ApplyControl(next, step);
+      if (checkpoint_requested_ && checkpoints_) WriteCheckpoint("control", /*paused=*/true);
+      checkpoint_requested_ = false;
+      next.action = dist::ControlWord::kPause;
+      continue;
+    }
+    if (next.action != dist::ControlWord::kPause) break;
+  }
+  EPOCHAL_LOG(kInfo, "rank ", comm_->rank(), ": resumed at global step ", step + 1, " after ",
+              std::chrono::duration<double>(Clock::now() - paused).count(), " s paused");
+  event = ControlEvent{step + 1, "resume", 0.0};
+  state_.history.control_events.push_back(event);
+  for (auto* o : observers_) o->OnControl(event);
+  ApplyControl(next, step);
 }
 
 // One step reads: batch -> forward -> backward into buckets -> wait -> step -> publish ->
@@ -275,7 +293,12 @@ Trainer::Batch Trainer::NextBatch(const data::EpochSampler& sampler, int64_t b) 
 }
 
 nn::BatchResult Trainer::Forward(const nn::StepContext& ctx, const Batch& batch) {
-  if (batch.ids.empty()) return {};  // A global batch smaller than the rank count.
+  // A global batch smaller than the rank count leaves some ranks without samples; they
+  // still make every collective of the step (synchronized batch norm's), with zero counts.
+  if (batch.ids.empty()) {
+    model_->ForwardWithoutSamples(ctx);
+    return {};
+  }
   return model_->Forward(ctx, images_.data(), batch.labels);
 }
 
@@ -304,13 +327,13 @@ void Trainer::MarkReady(size_t first, size_t end) {
 void Trainer::BackwardIntoBuckets(const nn::StepContext& ctx, const Batch& batch) {
   const float grad_scale = 1.0f / static_cast<float>(batch.global_ids.size());
   poison_ = faults_.nan_step == state_.global_step + 1 && faults_.nan_rank == comm_->rank();
+  const auto ready = [this](size_t first, size_t end) { MarkReady(first, end); };
   if (!batch.ids.empty()) {
-    model_->Backward(ctx, grad_scale, [this](size_t first, size_t end) { MarkReady(first, end); });
+    model_->Backward(ctx, grad_scale, ready);
     return;
   }
-  // An idle rank contributes zero gradients.
-  for (nn::Parameter* p : params_) std::fill_n(nn::Data(p->grad), nn::Span(p->grad).size(), 0.0f);
-  MarkReady(0, params_.size());
+  // An idle rank contributes zero gradients, bucket by bucket as the others do.
+  model_->BackwardWithoutSamples(ctx, ready);
 }
 
 double Trainer::Step(int epoch, int64_t b) {
@@ -375,11 +398,15 @@ void Trainer::Publish(int epoch, int64_t b, const data::EpochSampler& sampler, d
 
 void Trainer::AtStepBoundary(int epoch, int64_t b) {
   if (received_.gather_timings) GatherRankTimings();
+  // The position first: a checkpoint written while paused (in ApplyControl) holds it.
+  state_.epoch = epoch;
+  state_.batches_done = b + 1;
   dist::ControlWord word = received_.control;
   word.step = state_.global_step;
   ApplyControl(word, state_.global_step);
-  state_.epoch = epoch;
-  state_.batches_done = b + 1;
+  if (faults_.perturb_step == state_.global_step && faults_.perturb_rank == comm_->rank()) {
+    nn::Data(params_.front()->value)[0] += 1e-3f;
+  }
   const int64_t every = config_.checkpoint().every_steps();
   const bool due = every > 0 && state_.global_step % every == 0;
   if (checkpoints_ && (checkpoint_requested_ || due)) {
@@ -476,11 +503,21 @@ void Trainer::EnableCheckpoints(CheckpointStore* store_at_root) {
                 "rank 0 needs a checkpoint store");
 }
 
-void Trainer::WriteCheckpoint(const std::string& reason) {
+void Trainer::WriteCheckpoint(const std::string& reason, bool paused) {
   const auto start = Clock::now();
-  const v1::Checkpoint c =
+  // Replicas that disagree are not checkpointed: the last good checkpoint stays the
+  // newest one, for --resume. Without synchronized batch norm the running statistics
+  // differ between ranks until the epoch end averages them, so only the parameters
+  // count then.
+  if (comm_->size() > 1) {
+    evaluator_->StopIfReplicasDiverged(
+        evaluator_->ReplicaHashes(/*with_state=*/config_.training().sync_batch_norm()),
+        detail::StrCat("before the checkpoint at global step ", state_.global_step));
+  }
+  v1::Checkpoint c =
       SnapshotState(config_, *comm_, *model_, *sgd_, state_, BatchesPerEpoch(), reason);
   if (!comm_->is_root()) return;
+  c.set_paused(paused);
   ++checkpoint_writes_;
   std::function<void()> hook;
   if (faults_.kill_in_checkpoint_write == checkpoint_writes_) hook = [] { KillSelf(); };
@@ -489,6 +526,8 @@ void Trainer::WriteCheckpoint(const std::string& reason) {
     EPOCHAL_LOG(kInfo, "checkpoint ", path.string(), " (", reason, ", epoch ", state_.epoch,
                 ", batch ", state_.batches_done, ", global step ", state_.global_step, "; ",
                 std::chrono::duration<double>(Clock::now() - start).count(), " s)");
+    // Save returned: the file is fsynced and renamed into place.
+    for (auto* o : observers_) o->OnCheckpoint(path.string(), reason, state_.global_step);
   } catch (const SystemError& e) {
     throw SystemError(detail::StrCat(e.what(), "; the checkpoints already in ",
                                      checkpoint_store_->dir().string(), " are intact"));

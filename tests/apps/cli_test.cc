@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -491,6 +492,43 @@ TEST_F(CliTest, TopLevelHelp) {
   EXPECT_TRUE(Contains(o.out, "usage:")) << o.out;
   EXPECT_TRUE(Contains(o.out, "train")) << o.out;
   EXPECT_TRUE(Contains(o.out, "evaluate")) << o.out;
+}
+
+// More threads than cores only makes them wait for each other (--threads 1000 on 2 cores
+// trained at 0 images/s): the count is capped at the cores this process may run on (the
+// child inherits this test's CPU set), with one line on stderr, unless
+// --oversubscribe-threads insists.
+TEST_F(CliTest, ThreadsAboveTheCoresAreCappedUnlessInsistedOn) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  const int cores = CPU_COUNT(&set);
+  const auto train = [&](const std::vector<std::string>& threads) {
+    std::vector<std::string> args = {
+        "train", "--config",         ConfigPath().string(), "--data-dir", data_dir().string(),
+        "--out", out_dir().string(), "--limit-val",         "10",         "--epochs",
+        "1",     "--no-scan"};
+    args.insert(args.end(), threads.begin(), threads.end());
+    return Run(args);
+  };
+  const std::string banner = [](int n) { return " x " + std::to_string(n) + " threads"; }(cores);
+  const Outcome capped = train({"--threads", "1000"});
+  ASSERT_TRUE(capped.Succeeded()) << capped.Describe();
+  EXPECT_TRUE(Contains(capped.err, "--threads 1000 is more than the " + std::to_string(cores) +
+                                       " cores this rank can use; using " + std::to_string(cores)))
+      << capped.err;
+  EXPECT_TRUE(Contains(capped.out, banner)) << capped.out;
+
+  const std::string more = std::to_string(cores + 1);
+  const Outcome insisted = train({"--threads", more, "--oversubscribe-threads"});
+  ASSERT_TRUE(insisted.Succeeded()) << insisted.Describe();
+  EXPECT_FALSE(Contains(insisted.err, "is more than")) << insisted.err;
+  EXPECT_TRUE(Contains(insisted.out, " x " + more + " threads")) << insisted.out;
+
+  const Outcome within = train({"--threads", "1"});
+  ASSERT_TRUE(within.Succeeded()) << within.Describe();
+  EXPECT_FALSE(Contains(within.err, "is more than")) << within.err;
+  EXPECT_TRUE(Contains(within.out, " x 1 threads")) << within.out;
 }
 
 TEST_F(CliTest, TrainHelp) {

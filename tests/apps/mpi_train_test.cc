@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -361,8 +362,105 @@ TEST_F(MpiTrainTest, ReplicasStayIdenticalOverTcp) {
   ExpectReplicasIdentical(out, 2, o);
 }
 
+// A last global batch smaller than the rank count leaves some ranks without samples. They
+// still make every collective of the step: with synchronized batch norm the others wait
+// for them in its all-reduces (this hung forever, the idle ranks waiting in the gradient
+// all-reduce instead). 26 samples in global batches of 8 on 4 ranks: the last batch of 2
+// leaves ranks 2 and 3 empty, in both epochs. The `timeout` of every run turns a hang
+// into a failure.
+class EmptyShareTest : public MpiTrainTest,
+                       public ::testing::WithParamInterface<std::vector<std::string>> {};
+
+TEST_P(EmptyShareTest, EveryRankTakesPartInTheLastBatch) {
+  std::vector<std::string> args = {"--epochs", "2", "--limit-train", "26"};
+  args.insert(args.end(), GetParam().begin(), GetParam().end());
+  Outcome o;
+  const fs::path out = Train("run", 4, args, {}, &o);
+  ASSERT_FALSE(HasFailure());
+  const HistoryFile history(out);
+  const std::vector<Value> batches = history.batches();
+  ASSERT_EQ(batches.size(), 8u) << "4 steps per epoch, the last one of 2 samples";
+  ExpectReplicasIdentical(out, 4, o);
+  for (const Value& epoch : history.epochs()) {
+    EXPECT_TRUE(std::isfinite(Field(epoch.struct_value(), "loss").number_value()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    LastBatchOfTwo, EmptyShareTest,
+    ::testing::Values(std::vector<std::string>{"--batch-size", "2", "--sync-batch-norm"},
+                      std::vector<std::string>{"--batch-size", "2"},
+                      std::vector<std::string>{"--fixed-global-batch", "--batch-size", "8",
+                                               "--sync-batch-norm"}),
+    [](const ::testing::TestParamInfo<std::vector<std::string>>& param_info) {
+      const auto& a = param_info.param;
+      const bool sync = std::find(a.begin(), a.end(), "--sync-batch-norm") != a.end();
+      const bool fixed = std::find(a.begin(), a.end(), "--fixed-global-batch") != a.end();
+      return std::string(fixed ? "FixedGlobalBatch" : "PerRankBatch") +
+             (sync ? "SyncBatchNorm" : "LocalBatchNorm");
+    });
+
 // ---------------------------------------------------------------------------------------
 // Failure.
+
+// A replica whose weights drift from rank 0's (EPOCHAL_FAULT perturb-weights: rank 1 nudges
+// one weight after global step 12, in epoch 2 of 8 steps each) stops the job with an error
+// naming the rank, before any checkpoint of the diverged weights is written: at the end of
+// epoch 2, or (with step checkpoints) before the checkpoint of step 16. The newest
+// checkpoint and weights.pb stay the last good ones.
+struct DivergenceCase {
+  std::string name;
+  std::vector<std::string> flags;
+  std::string fault;
+  std::string when;               // What the error names.
+  std::string newest_checkpoint;  // What stays in checkpoints/.
+};
+
+std::ostream& operator<<(std::ostream& os, const DivergenceCase& c) { return os << c.name; }
+
+class DivergenceTest : public MpiTrainTest, public ::testing::WithParamInterface<DivergenceCase> {};
+
+TEST_P(DivergenceTest, DivergedReplicaStopsTheJobAndKeepsTheLastGoodCheckpoint) {
+  const DivergenceCase& c = GetParam();
+  const fs::path dir = Dir("run");
+  std::vector<std::string> train = TrainArgs(
+      dir / "out", kDataDir, {"--epochs", "3", "--limit-train", "256", "--batch-size", "16"});
+  train.insert(train.end(), c.flags.begin(), c.flags.end());
+  std::vector<std::string> command = {kMpiexec, "--oversubscribe", "--bind-to", "none", "-n", "2",
+                                      kBinary};
+  command.insert(command.end(), train.begin(), train.end());
+  std::vector<std::string> env = kMpiEnv;
+  env.push_back("EPOCHAL_FAULT=" + c.fault);
+  const Outcome o = test::RunWithTimeout(dir, kTimeoutSeconds, command, env);
+  EXPECT_TRUE(o.exited && o.code != 0 && o.code != 124) << o.Describe();
+  EXPECT_TRUE(Contains(o.err, "replicas diverged " + c.when + ": rank 1's weights (hash "))
+      << o.err;
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(dir / "out" / "checkpoints")) {
+    if (e.path().filename().string().starts_with("ckpt-")) {
+      checkpoints.push_back(e.path().filename().string());
+    }
+  }
+  std::sort(checkpoints.begin(), checkpoints.end());
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_EQ(checkpoints.back(), c.newest_checkpoint);
+  EXPECT_TRUE(fs::exists(dir / "out" / "weights.pb")) << "epoch 1's weights";
+}
+
+INSTANTIATE_TEST_SUITE_P(PerturbedRankOne, DivergenceTest,
+                         ::testing::Values(DivergenceCase{"AtEpochEnd",
+                                                          {},
+                                                          "perturb-weights=1:12",
+                                                          "at the end of epoch 2",
+                                                          "ckpt-0000000008-b.epck"},
+                                           DivergenceCase{"BeforeStepCheckpoint",
+                                                          {"--checkpoint-every-steps", "4"},
+                                                          "perturb-weights=1:13",
+                                                          "before the checkpoint at global step 16",
+                                                          "ckpt-0000000012-a.epck"}),
+                         [](const ::testing::TestParamInfo<DivergenceCase>& param_info) {
+                           return param_info.param.name;
+                         });
 
 class BadRankTest : public MpiTrainTest, public ::testing::WithParamInterface<int> {};
 

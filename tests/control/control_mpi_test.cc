@@ -420,6 +420,103 @@ TEST(ControlMpiTest, SetLearningRateTakesEffectAtOneStepOnEveryRank) {
   EXPECT_EQ(hashes[0].string_value(), hashes[1].string_value());
 }
 
+// The checkpoint files in the job's checkpoint directory, by name.
+std::vector<std::string> CheckpointFiles(const fs::path& run_dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir / "checkpoints", ec)) {
+    if (e.path().extension() == ".epck") names.push_back(e.path().filename().string());
+  }
+  return names;
+}
+
+TEST(ControlMpiTest, CommandsWhilePausedTakeEffectAndCheckpointRepliesWithItsFile) {
+  TempDir dir("control_checkpoint");
+  Job job(dir.path(), 2, kLongRun);
+  const std::string address = job.WaitForAddress();
+  ASSERT_FALSE(address.empty());
+  Ctl ctl(dir.path(), address);
+  ctl.WaitForStep(2);
+
+  // The reply comes once the file is on disk (fsynced, renamed), and names it.
+  const Outcome running = ctl({"--json", "checkpoint"});
+  ASSERT_TRUE(running.Succeeded()) << running.Describe();
+  const Struct first = ParseJson(running.out);
+  EXPECT_TRUE(Field(first, "applied").bool_value()) << running.out;
+  const std::string first_path = Field(first, "checkpoint_path").string_value();
+  ASSERT_FALSE(first_path.empty()) << running.out;
+  EXPECT_TRUE(fs::is_regular_file(first_path)) << first_path;
+  EXPECT_GT(fs::file_size(first_path), 0u);
+
+  // While paused, a rate change and a checkpoint take effect at once (they were dropped
+  // when a stop followed), and the job stays paused.
+  const Outcome paused = ctl({"--json", "pause"});
+  ASSERT_TRUE(paused.Succeeded()) << paused.Describe();
+  const auto paused_after =
+      static_cast<int64_t>(Number(ParseJson(paused.out), "effective_step")) - 1;
+  const Outcome lr = ctl({"--json", "set-lr", "0.005"});
+  ASSERT_TRUE(lr.Succeeded()) << lr.Describe();
+  EXPECT_TRUE(Field(ParseJson(lr.out), "applied").bool_value()) << lr.out;
+  EXPECT_EQ(Field(ParseJson(lr.out), "state").string_value(), "PAUSED") << lr.out;
+  const Outcome checkpoint = ctl({"--json", "checkpoint"});
+  ASSERT_TRUE(checkpoint.Succeeded()) << checkpoint.Describe();
+  const Struct second = ParseJson(checkpoint.out);
+  EXPECT_TRUE(Field(second, "applied").bool_value()) << checkpoint.out;
+  const std::string paused_path = Field(second, "checkpoint_path").string_value();
+  char name[64];
+  std::snprintf(name, sizeof name, "ckpt-%010lld-a.epck", static_cast<long long>(paused_after));
+  EXPECT_EQ(fs::path(paused_path).filename().string(), name) << "the paused step's checkpoint";
+  EXPECT_TRUE(fs::is_regular_file(paused_path)) << paused_path;
+  const Struct status = ctl.Status();
+  EXPECT_EQ(Field(status, "state").string_value(), "PAUSED");
+  EXPECT_EQ(Number(status, "step"), static_cast<double>(paused_after));
+  EXPECT_EQ(Number(status, "learning_rate"), 0.005);
+
+  const Outcome stopped = ctl({"--json", "stop"});
+  ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();
+  const std::string stop_path = Field(ParseJson(stopped.out), "checkpoint_path").string_value();
+  EXPECT_TRUE(!stop_path.empty() && fs::is_regular_file(stop_path)) << stopped.out;
+  EXPECT_EQ(job.Wait(), 0) << job.err();
+
+  // Both ranks applied the rate, at the paused boundary.
+  const auto applied = RankSteps(job.err(), "set_learning_rate from global step");
+  ASSERT_EQ(applied.size(), 2u) << job.err();
+  EXPECT_EQ(applied.at(0), paused_after + 1);
+  EXPECT_EQ(applied.at(1), paused_after + 1);
+  const Struct history = ParseJson(ReadFile(job.run_dir() / "history.json"));
+  std::vector<std::string> actions;
+  for (const Value& e : Array(history, "control_events")) {
+    actions.push_back(Field(e.struct_value(), "action").string_value());
+  }
+  const std::vector<std::string> expected = {"checkpoint", "pause",  "set_learning_rate",
+                                             "checkpoint", "resume", "stop"};
+  EXPECT_EQ(actions, expected);
+}
+
+TEST(ControlMpiTest, WithoutCheckpointsCheckpointIsRefusedAndStopSaysNoneWasWritten) {
+  TempDir dir("control_no_checkpoints");
+  Job job(dir.path(), 2, LongRunWith({"--no-checkpoints"}));
+  const std::string address = job.WaitForAddress();
+  ASSERT_FALSE(address.empty());
+  Ctl ctl(dir.path(), address);
+  ctl.WaitForStep(2);
+
+  const Outcome checkpoint = ctl({"checkpoint"});
+  EXPECT_EQ(checkpoint.code, 9) << checkpoint.Describe();  // FAILED_PRECONDITION
+  EXPECT_TRUE(Contains(checkpoint.err, "checkpoints are disabled")) << checkpoint.err;
+
+  // Stop still stops (the job has nothing to save), but does not claim a checkpoint.
+  const Outcome stopped = ctl({"--json", "stop"});
+  ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();
+  const Struct reply = ParseJson(stopped.out);
+  EXPECT_TRUE(Contains(Field(reply, "message").string_value(), "no checkpoint written"))
+      << stopped.out;
+  EXPECT_EQ(Field(reply, "checkpoint_path").string_value(), "");
+  EXPECT_EQ(job.Wait(), 0) << job.err();
+  EXPECT_TRUE(CheckpointFiles(job.run_dir()).empty());
+  EXPECT_FALSE(Contains(job.err(), "checkpoint from global step")) << job.err();
+}
+
 TEST(ControlMpiTest, TokenIsEnforced) {
   TempDir dir("control_token");
   {

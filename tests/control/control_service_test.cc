@@ -1,8 +1,9 @@
 // The TrainingControl service in one process: a real gRPC server on a free loopback port
 // and a real client stub, with a small stand-in for the trainer's loop that polls the
 // state and reports back exactly as train::Trainer does (Poll before a step, OnStep,
-// OnControl once the word took effect, the pause loop). The multi-rank behaviour with the
-// real trainer is tested end to end in control_mpi_test.
+// OnControl once the word took effect, OnCheckpoint once a checkpoint is written, the
+// pause loop, which applies rate changes and checkpoints while paused). The multi-rank behaviour
+// with the real trainer is tested end to end in control_mpi_test.
 #include "epochal/control/control_service.h"
 
 #include <grpcpp/grpcpp.h>
@@ -11,9 +12,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "epochal/control/control_server.h"
 #include "epochal/core/error.h"
@@ -43,11 +47,19 @@ class FakeTrainer {
     if (w.action == dist::ControlWord::kContinue) return;
     service_->OnControl({step + 1, action, w.learning_rate});
     if (w.action == dist::ControlWord::kStop) stopped_ = true;
+    if (w.action == dist::ControlWord::kStop || w.action == dist::ControlWord::kCheckpoint) {
+      service_->OnCheckpoint("ckpt-" + std::to_string(step) + ".epck", action, step);
+    }
     if (w.action == dist::ControlWord::kPause) {
       dist::ControlWord next = w;
       while (next.action == dist::ControlWord::kPause && !quit_) {
         std::this_thread::sleep_for(milliseconds(5));
         next = service_->Poll(step + 1);
+        if (next.action == dist::ControlWord::kSetLearningRate ||
+            next.action == dist::ControlWord::kCheckpoint) {
+          Apply(next, step);
+          next.action = dist::ControlWord::kPause;
+        }
       }
       service_->OnControl({step + 1, "resume", 0.0});
       Apply(next, step);
@@ -250,6 +262,107 @@ TEST(ControlServiceTest, StalledSubscriberDoesNotBlockTraining) {
   EXPECT_GT(live_events.load(), 0);
   EXPECT_TRUE(live_reader->Finish().ok());
   stalled.TryCancel();
+}
+
+// Checkpoint answers once the trainer reports the file, with its path; while paused it
+// and a rate change take effect, and a stop after them drops neither.
+TEST(ControlServiceTest, CommandsWhilePausedApplyAndCheckpointNamesItsFile) {
+  Harness h;
+  FakeTrainer trainer(&h.state, milliseconds(1));
+  v1::CommandReply reply;
+  ASSERT_TRUE(h.stub->SaveCheckpoint(h.Context().get(), {}, &reply).ok());
+  EXPECT_TRUE(reply.applied());
+  EXPECT_EQ(reply.checkpoint_path(),
+            "ckpt-" + std::to_string(reply.effective_step() - 1) + ".epck");
+  ASSERT_TRUE(h.stub->Pause(h.Context().get(), {}, &reply).ok());
+  const int64_t paused = reply.effective_step();
+  ASSERT_TRUE(h.SetLr(0.005, &reply).ok());
+  EXPECT_TRUE(reply.applied());
+  EXPECT_EQ(reply.state(), v1::PAUSED);
+  ASSERT_TRUE(h.stub->SaveCheckpoint(h.Context().get(), {}, &reply).ok());
+  EXPECT_TRUE(reply.applied());
+  EXPECT_EQ(reply.effective_step(), paused);
+  EXPECT_FALSE(reply.checkpoint_path().empty());
+  ASSERT_TRUE(h.stub->Stop(h.Context().get(), {}, &reply).ok());
+  EXPECT_TRUE(reply.applied());
+  EXPECT_FALSE(reply.checkpoint_path().empty());
+  v1::History history;
+  ASSERT_TRUE(h.stub->GetHistory(h.Context().get(), {}, &history).ok());
+  std::vector<std::string> actions;
+  for (const auto& e : history.control_events()) actions.push_back(e.action());
+  const std::vector<std::string> expected = {"checkpoint", "pause",  "set_learning_rate",
+                                             "checkpoint", "resume", "stop"};
+  EXPECT_EQ(actions, expected);
+}
+
+TEST(ControlServiceTest, WithoutCheckpointsCheckpointFailsAndStopSaysSo) {
+  ServiceOptions o;
+  o.checkpoints = false;
+  Harness h(o);
+  FakeTrainer trainer(&h.state, milliseconds(1));
+  v1::CommandReply reply;
+  const grpc::Status s = h.stub->SaveCheckpoint(h.Context().get(), {}, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  ASSERT_TRUE(h.stub->Stop(h.Context().get(), {}, &reply).ok());
+  EXPECT_TRUE(reply.applied());
+  EXPECT_EQ(reply.checkpoint_path(), "");
+  EXPECT_NE(reply.message().find("no checkpoint written"), std::string::npos) << reply.message();
+}
+
+// GetHistory copies from a snapshot the training thread published, holding no lock the
+// training thread takes: while one GetHistory is held up in the middle of its copy, steps
+// (Poll, OnStep) still go through. Before, the copy ran under the step's mutex.
+TEST(ControlStateTest, GetHistoryDoesNotHoldUpTheTrainingThread) {
+  ServiceOptions o;
+  o.history_publish_interval = milliseconds(0);  // Publish at every step.
+  ControlState state(o);
+  train::StepEvent e;
+  e.epoch = 1;
+  constexpr int64_t kSteps = 10000;  // More than one frozen chunk.
+  for (int64_t i = 1; i <= kSteps; ++i) {
+    e.global_step = i;
+    e.epoch_progress = static_cast<double>(i);
+    state.OnStep(e);
+  }
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  state.SetHistoryCopyHookForTesting([&] {
+    entered.set_value();
+    released.wait();
+  });
+  int rows = -1;
+  std::thread reader([&] {
+    v1::History h;
+    state.GetHistory(true, &h);
+    rows = h.batches_size();
+  });
+  const bool in_copy =
+      entered.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  std::future<void> steps = std::async(std::launch::async, [&] {
+    for (int64_t i = kSteps + 1; i <= kSteps + 100; ++i) {
+      state.Poll(i);
+      e.global_step = i;
+      e.epoch_progress = static_cast<double>(i);
+      state.OnStep(e);
+    }
+  });
+  const bool stepped = steps.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  release.set_value();
+  reader.join();
+  steps.get();
+  EXPECT_TRUE(in_copy);
+  EXPECT_TRUE(stepped) << "the training thread waited for GetHistory's copy";
+  EXPECT_EQ(rows, kSteps) << "the snapshot published before the copy began";
+  state.SetHistoryCopyHookForTesting({});
+  v1::History all;
+  state.GetHistory(true, &all);
+  ASSERT_EQ(all.batches_size(), kSteps + 100);
+  for (int i = 0; i < all.batches_size(); ++i) {
+    ASSERT_EQ(all.batches(i).epoch_progress(), static_cast<double>(i + 1)) << "row " << i;
+  }
+  v1::History epochs_only;
+  state.GetHistory(false, &epochs_only);
+  EXPECT_EQ(epochs_only.batches_size(), 0);
 }
 
 TEST(ControlServerTest, RefusesATokenWithoutTlsOffLoopback) {

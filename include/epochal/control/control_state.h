@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,12 @@ struct ServiceOptions {
   int total_epochs = 0;
   // Also stop after this global step (`--stop-after-steps`); 0: never.
   int64_t stop_after_step = 0;
+  // The job writes checkpoints. Off (--no-checkpoints): SaveCheckpoint is refused
+  // (FAILED_PRECONDITION) and Stop says it stops without one.
+  bool checkpoints = true;
+  // At most this often the training thread publishes the per-step history that
+  // GetHistory serves (besides at every epoch end and control event).
+  std::chrono::milliseconds history_publish_interval{100};
 };
 
 class ControlState final : public train::ControlSource, public train::TrainingObserver {
@@ -84,6 +91,7 @@ class ControlState final : public train::ControlSource, public train::TrainingOb
   grpc::Status Stop(Deadline client_deadline, v1::CommandReply* reply);
   // `rate` must already be checked (finite, positive, at most max_learning_rate).
   grpc::Status SetLearningRate(double rate, Deadline client_deadline, v1::CommandReply* reply);
+  // Replies once the checkpoint file is durable, with its path.
   grpc::Status SaveCheckpoint(Deadline client_deadline, v1::CommandReply* reply);
 
   // --- events (gRPC threads) ---
@@ -105,6 +113,8 @@ class ControlState final : public train::ControlSource, public train::TrainingOb
                   const train::History& history) override;
   void OnTrainingEnd(const train::History& history, const train::EvalResult& validation) override;
   void OnControl(const train::ControlEvent& event) override;
+  void OnCheckpoint(const std::string& path, const std::string& reason,
+                    int64_t global_step) override;
 
   // Ends every subscriber's queue and releases waiting commands; state becomes FINISHED
   // if training has not said so. Call before shutting the gRPC server down.
@@ -114,12 +124,27 @@ class ControlState final : public train::ControlSource, public train::TrainingOb
   size_t subscribers() const;
   // Events dropped over all subscribers so far.
   uint64_t dropped_events() const;
+  // Tests: runs inside GetHistory while it copies a snapshot into its reply, holding no
+  // lock that the training thread takes.
+  void SetHistoryCopyHookForTesting(std::function<void()> hook) { history_copy_hook_ = hook; }
 
  private:
   struct Command {
     uint64_t id = 0;
     dist::ControlWord word;
     std::string action;  // The ControlEvent action that confirms it.
+  };
+  // One step of the history (v1::BatchRecord's fields, without a message per step).
+  struct BatchRow {
+    double epoch_progress, loss, lr;
+    int64_t samples;
+  };
+  using BatchChunk = std::vector<BatchRow>;
+  // What GetHistory serves: immutable once published, shared with the readers.
+  struct HistorySnapshot {
+    std::shared_ptr<const v1::History> head;  // Everything but the batches.
+    std::vector<std::shared_ptr<const BatchChunk>> chunks;
+    BatchChunk tail;
   };
   struct Subscriber {
     std::shared_ptr<EventQueue> queue;
@@ -139,6 +164,8 @@ class ControlState final : public train::ControlSource, public train::TrainingOb
   double Uptime() const;
   void Publish(v1::Event event, bool is_batch);
   void PublishState(const std::string& action, int64_t step, double learning_rate);
+  // Training thread: publishes a new HistorySnapshot, with a new head when `head_changed`.
+  void PublishHistory(bool head_changed);
 
   const ServiceOptions options_;
   const train::Diagnosis* const diagnosis_;
@@ -169,8 +196,24 @@ class ControlState final : public train::ControlSource, public train::TrainingOb
   double last_batch_loss_ = 0;
   double running_loss_ = 0;
   int64_t paused_at_step_ = 0;
-  v1::History history_;
+  v1::History history_;  // Epochs and control events; the batches are kept apart below.
   v1::Diagnosis diagnosis_snapshot_;
+  // A stop or checkpoint command that took effect and waits for its checkpoint file.
+  std::optional<std::pair<uint64_t, train::ControlEvent>> awaiting_checkpoint_;
+  std::map<uint64_t, std::string> checkpoint_paths_;  // By command id.
+
+  // The training thread's own (no lock): the per-step history, in chunks that are frozen
+  // once full, and when it last published them.
+  std::vector<std::shared_ptr<const BatchChunk>> batch_chunks_;
+  BatchChunk batch_tail_;
+  std::shared_ptr<const v1::History> published_head_;
+  std::chrono::steady_clock::time_point last_history_publish_;
+
+  // Guards only the pointer to the newest snapshot: the training thread swaps it in,
+  // GetHistory takes a reference and copies from it without any lock.
+  mutable std::mutex snapshot_mu_;
+  std::shared_ptr<const HistorySnapshot> history_snapshot_;
+  std::function<void()> history_copy_hook_;
 
   mutable std::mutex subs_mu_;  // Guards subscribers_ (the list, not the queues).
   std::vector<Subscriber> subscribers_;

@@ -6,6 +6,8 @@
 // Optionally synchronized over processes (set_statistics_reducer).
 #pragma once
 
+#include <vector>
+
 #include "epochal/nn/layer.h"
 
 namespace epochal::nn {
@@ -29,11 +31,21 @@ class BatchNorm final : public Layer {
   // process with batch B would. The parameter gradients stay local sums; the gradient
   // all-reduce adds them up like every other gradient. Null: local statistics.
   void set_statistics_reducer(StatisticsReducer* reducer) { reducer_ = reducer; }
+  // Synchronized batch norm on a process without samples: the same two reductions as a
+  // forward and backward, with zero sums and a zero count, and the same running-statistics
+  // update from the global statistics, so the replicas stay identical.
+  void ForwardWithoutSamples(const StepContext& ctx) override;
+  void BackwardWithoutSamples(const StepContext& ctx) override;
 
  private:
   friend class BatchNormPlan;
   BatchNormOptions options_;
   int64_t channels_ = 0;
+  bool input_is_4d_ = false;  // Set by the first MakePlan.
+  // ForwardWithoutSamples' buffers (sized by the first MakePlan) and whether it reduced.
+  std::vector<double> idle_sums_;
+  std::vector<float> idle_mean_, idle_variance_;
+  bool idle_synced_ = false;
   Parameter gamma_;
   Parameter beta_;
   StateBuffer running_mean_;

@@ -116,6 +116,12 @@ class Layer {
   // Multiply-adds x 2 for one sample's forward pass with input dims `src_dims`
   // (batch dim included but ignored); elementwise layers count 0.
   virtual double ForwardFlopsPerSample(const dnnl::memory::dims& /*src_dims*/) const { return 0; }
+  // A process without samples in this step (its share of a data-parallel global batch
+  // is empty) still takes part in every collective the layer's Forward and Backward make,
+  // contributing nothing, so the other processes do not wait for it forever. Layers
+  // without collectives do nothing. Valid after the first MakePlan.
+  virtual void ForwardWithoutSamples(const StepContext& /*ctx*/) {}
+  virtual void BackwardWithoutSamples(const StepContext& /*ctx*/) {}
 
  private:
   std::string name_;

@@ -54,6 +54,14 @@ class Model {
   // grad_scale * sum of per-sample losses (grad_scale = 1/global batch for a mean).
   void Backward(const StepContext& ctx, float grad_scale, const GradientsReady& ready = {});
 
+  // A data-parallel process whose share of this step's global batch is empty: takes part
+  // in every collective Forward and Backward would make (synchronized batch norm), with
+  // nothing to add, so the other processes are not left waiting. BackwardWithoutSamples
+  // zeroes the parameter gradients and calls `ready` for the same ranges, in the same
+  // order, as Backward.
+  void ForwardWithoutSamples(const StepContext& ctx);
+  void BackwardWithoutSamples(const StepContext& ctx, const GradientsReady& ready = {});
+
   // Makes every batch-norm layer normalize with statistics summed over all processes
   // through `reducer` (synchronized batch norm). Null turns it off. Not owned.
   void SetStatisticsReducer(StatisticsReducer* reducer);

@@ -82,7 +82,8 @@ class Evaluator {
   // The end-of-epoch measurements into `record` (whose training fields are filled):
   // validation on `val_set`, then `after_validation` (tests kill the process there), the
   // probes, the gap terms, the per-class figures, the seconds each took, and on more than
-  // one rank every replica's weights hash. Returns the validation result. A collective.
+  // one rank every replica's weights hash (throwing Error on every rank when they differ:
+  // StopIfReplicasDiverged). Returns the validation result. A collective.
   EvalResult MeasureEpoch(const data::Dataset& val_set, EpochRecord* record,
                           const std::function<void()>& after_validation = {});
 
@@ -95,10 +96,14 @@ class Evaluator {
   static void SetAlignedLoss(int boundary_epoch, History* history);
   const RegularizationTraits& traits() const { return traits_; }
 
-  // FNV-1a hash (hex) of this rank's parameters and running statistics in plain layout.
-  std::string WeightsHash();
+  // FNV-1a hash (hex) of this rank's parameters and (`with_state`) running statistics in
+  // plain layout.
+  std::string WeightsHash(bool with_state = true);
   // Every rank's WeightsHash, in rank order, complete on rank 0. A collective.
-  std::vector<std::string> ReplicaHashes();
+  std::vector<std::string> ReplicaHashes(bool with_state = true);
+  // A collective: throws Error on every rank, naming `when` and the first rank that
+  // differs, when `hashes` (ReplicaHashes(), read on rank 0) are not all equal.
+  void StopIfReplicasDiverged(const std::vector<std::string>& hashes, const std::string& when);
 
  private:
   // Sums one rank's evaluation over `ids` in mini-batches of `batch` into `sums` (loss,

@@ -8,6 +8,8 @@
 //   term-after-step=N          every rank sends itself SIGTERM once global step N is done
 //   nan-grad=R:N               rank R makes one gradient value NaN at global step N,
 //                              before the all-reduce
+//   perturb-weights=R:N        rank R adds 1e-3 to one weight once global step N is done
+//                              (before that step's checkpoint): its replica diverges
 // Nothing here runs unless the variable is set; production runs never set it.
 // Thread safety: plain values.
 #pragma once
@@ -24,10 +26,12 @@ struct FaultPlan {
   int64_t term_after_step = 0;
   int nan_rank = -1;
   int64_t nan_step = 0;
+  int perturb_rank = -1;
+  int64_t perturb_step = 0;
 
   bool any() const {
     return kill_after_step > 0 || kill_in_validation > 0 || kill_in_checkpoint_write > 0 ||
-           term_after_step > 0 || nan_step > 0;
+           term_after_step > 0 || nan_step > 0 || perturb_step > 0;
   }
   // Parses `spec` (the format above); throws InputError naming the bad entry.
   static FaultPlan Parse(const std::string& spec);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "epochal/train/history.h"
@@ -49,7 +50,12 @@ class TrainingObserver {
                           const History& /*history*/) {}
   virtual void OnTrainingEnd(const History& /*history*/, const EvalResult& /*validation*/) {}
   // A control word took effect (pause, resume, stop, new learning rate, checkpoint).
+  // For a checkpoint or stop this comes before the checkpoint is written.
   virtual void OnControl(const ControlEvent& /*event*/) {}
+  // Rank 0, once a checkpoint is durable (written, fsynced and renamed into place): its
+  // path, why it was written ("epoch", "steps", "control", "stop") and its global step.
+  virtual void OnCheckpoint(const std::string& /*path*/, const std::string& /*reason*/,
+                            int64_t /*global_step*/) {}
   // Rank 0, after the ranks' step timings were gathered (every few seconds when
   // Trainer::SetRankTimingInterval asks for it, and at every epoch end): the increments
   // of each rank's histograms since the previous snapshot.

@@ -137,6 +137,9 @@ class Trainer {
 
   // Applies the control word every rank received after step `step`.
   void ApplyControl(const dist::ControlWord& word, int64_t step);
+  // A kPause word: waits at the step boundary, applying the rate changes and
+  // checkpoints that arrive meanwhile, until a resume or a stop.
+  void PauseAtStepBoundary(const dist::ControlWord& word, int64_t step);
   // Rank 0: the control source's word for global step `step`, turned into a stop when
   // SIGTERM/SIGINT arrived (in the loop and while paused alike).
   dist::ControlWord RootControlWord(int64_t step);
@@ -148,8 +151,9 @@ class Trainer {
   // Collective: gathers every rank's step-timing histograms to rank 0, zeroes them, and
   // hands the snapshot to the observers.
   void GatherRankTimings();
-  // Collective: checkpoints state_ (rank 0 writes it).
-  void WriteCheckpoint(const std::string& reason);
+  // Collective: checkpoints state_ (rank 0 writes it, then tells the observers). Throws
+  // Error instead when the replicas' weights differ (Evaluator::StopIfReplicasDiverged).
+  void WriteCheckpoint(const std::string& reason, bool paused = false);
   int64_t BatchesPerEpoch() const;
 
   v1::ExperimentConfig config_;
