@@ -2,20 +2,25 @@
 // shifted by a few pixels, changed in brightness or contrast, or mirrored left-right (see
 // the file comment of include/epochal/data/leakage.h).
 //
-// Candidates: every image gets a 49-number signature that the transforms barely move.
-//   * gain and offset: the darkest pixel is subtracted first and the signature is made
-//     zero-mean and unit-length at the end, so a * x + b gives the same signature up to
-//     clipping;
-//   * shift: the 7 x 7 grid of 4 x 4-pixel cells (on 28 x 28 images; cells scale with the
-//     image) is laid around the image's centroid, which moves with the object, and each
-//     cell averages 16 bilinear samples, so what the zero or edge fill adds or removes at
-//     the border moves the signature little;
-//   * mirror: the grid is symmetric about the centroid, so the mirrored image's signature
-//     is the signature with its columns reversed; validation samples are searched as is
-//     and mirrored.
-// Cosine similarities come from one f32 GEMM per block of validation rows (both
-// orientations) and tile of training rows; each validation row keeps its best
-// candidates_per_sample training rows above min_similarity.
+// Candidates, from two sources:
+//   * exact shifts: the central window of every training image (the image less
+//     max_shift pixels at each border), as is and mirrored, hashed; a validation image's
+//     windows at every shift are looked up. A copy shifted by whole pixels (zero or edge
+//     fill, maybe mirrored) matches byte for byte, however many look-alikes it has;
+//   * signatures, for everything else (gain/offset, or a shift with other changes): every
+//     image gets a 49-number signature that the transforms barely move. Gain and offset:
+//     the darkest pixel is subtracted and the signature made zero-mean and unit-length.
+//     Shift: the 7 x 7 grid of 4 x 4-pixel cells (on 28 x 28 images; cells scale with the
+//     image) is laid around the image's centroid, which moves with the object; where the
+//     validation image touches a border (a shift drops or adds content there and the
+//     centroid follows only in part), grids one pixel off along that axis are searched
+//     too. Mirror: the grid is symmetric about the centroid, so with the signature split
+//     into mirror-symmetric (S) and antisymmetric (A) parts, x.y = S.S + A.A and
+//     mirror(x).y = S.S - A.A: one 49-long product scores both orientations (S.S + |A.A|).
+//     A fused kernel (no stored similarity matrix) keeps each query's best
+//     6 * candidates_per_sample training rows above min_similarity; a 14 x 14 signature
+//     re-ranks them (dense clusters such as plain shirts defeat 7 x 7 alone) and the best
+//     candidates_per_sample are verified.
 //
 // Verification, on the raw bytes: for each candidate, orientation and shift
 // (dx, dy) in [-max_shift, max_shift]^2, gain and offset are fitted by least squares on

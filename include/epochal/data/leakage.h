@@ -24,13 +24,16 @@
 //     training sample mirrored left-right (or not), shifted by up to max_shift pixels in x
 //     and y (only the overlap is compared, so zero and edge fill both match), and mapped
 //     through gain * x + offset (gain in [min_gain, max_gain], |offset| <= max_offset,
-//     clipped to [0, 1]), gain and offset fitted by least squares. Candidates come from a
-//     signature that none of these transforms moves much: the image less its darkest pixel,
-//     resampled around its centroid on a 7 x 7 grid of cells (a shift moves the centroid
-//     with the object), made zero-mean and unit-length (gain and offset drop out). Each
-//     validation sample, as is and mirrored, keeps the candidates_per_sample training
-//     samples whose signatures correlate best with it (above min_similarity; one f32
-//     GEMM per block), and each candidate is verified on the raw bytes under every shift.
+//     clipped to [0, 1]), gain and offset fitted by least squares. Candidates come from
+//     (a) exact hashes of the central window (the image less max_shift pixels at each
+//     border): a whole-pixel shift, mirrored or not, copies it byte for byte, and
+//     (b) a signature that none of the transforms moves much: the image less its darkest
+//     pixel, resampled around its centroid on a 7 x 7 grid of cells (also one pixel off
+//     where the image touches a border), made zero-mean and unit-length; each validation
+//     sample keeps the 6 * candidates_per_sample training samples whose signatures
+//     correlate best with it (as is or mirrored, above min_similarity), re-ranked by a
+//     14 x 14 signature down to candidates_per_sample. Every candidate is verified on the
+//     raw bytes under every shift, so each pair is a true match of the stated transform.
 //     Each pair is labelled with the simplest kind that explains it: mirrored if it needs
 //     the mirror, else shifted if it needs a shift, else photometric;
 //   * duplicates within each split (exact, by hash), and the class balance of the two
