@@ -54,6 +54,9 @@ data::LeakageReport ReadLeakageJson(const fs::path& path, const std::string& tex
   data::LeakageReport r;
   r.exact = Int(root, "exact");
   r.near = Int(root, "near");
+  r.photometric = Int(root, "photometric");
+  r.shifted = Int(root, "shifted");
+  r.mirrored = Int(root, "mirrored");
   r.label_conflicts = Int(root, "label_conflicts");
   r.pair_count = Int(root, "pair_count");
   r.val_scanned = Int(root, "val_samples");
@@ -65,10 +68,27 @@ data::LeakageReport ReadLeakageJson(const fs::path& path, const std::string& tex
   for (const auto& v : pairs->second.list_value().values()) {
     if (r.pairs.size() >= report::kMaxLeakageImagePairs) break;
     const auto& cols = v.list_value().values();
-    if (cols.size() != 4) throw InputError(path.string() + ": pairs: expected 4 columns");
-    r.pairs.push_back({static_cast<int64_t>(cols[0].number_value()),
-                       static_cast<int64_t>(cols[1].number_value()), cols[2].number_value(),
-                       cols[3].bool_value()});
+    // 4 columns before the transformed kinds, 10 since (see pairs_columns).
+    if (cols.size() != 4 && cols.size() != 10) {
+      throw InputError(path.string() + ": pairs: expected 4 or 10 columns");
+    }
+    data::LeakagePair p{static_cast<int64_t>(cols[0].number_value()),
+                        static_cast<int64_t>(cols[1].number_value()), cols[2].number_value(),
+                        cols[3].bool_value()};
+    if (cols.size() == 10) {
+      if (!data::ParseLeakageKind(cols[4].string_value(), &p.kind)) {
+        throw InputError(path.string() + ": pairs: unknown kind \"" + cols[4].string_value() +
+                         "\"");
+      }
+      p.mirrored = cols[5].bool_value();
+      p.dx = static_cast<int>(cols[6].number_value());
+      p.dy = static_cast<int>(cols[7].number_value());
+      p.gain = cols[8].number_value();
+      p.offset = cols[9].number_value();
+    } else if (p.rmse > 0) {
+      p.kind = data::LeakageKind::kNear;
+    }
+    r.pairs.push_back(p);
   }
   return r;
 }

@@ -36,8 +36,13 @@ std::optional<train::LeakageSummary> ReadLeakage(const fs::path& path, int64_t v
     return it == root.fields().end() ? 0 : static_cast<int64_t>(it->second.number_value());
   };
   const int64_t scanned = number("val_samples");
-  return train::LeakageSummary{number("exact"), number("near"), number("label_conflicts"),
-                               scanned > 0 ? scanned : val_size};
+  return train::LeakageSummary{.exact = number("exact"),
+                               .near = number("near"),
+                               .label_conflicts = number("label_conflicts"),
+                               .val_size = scanned > 0 ? scanned : val_size,
+                               .photometric = number("photometric"),
+                               .shifted = number("shifted"),
+                               .mirrored = number("mirrored")};
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "epochal/report/classification_report.h"
 #include "epochal/report/console_reporter.h"
 #include "epochal/report/leakage_json.h"
+#include "epochal/report/leakage_svg.h"
 #include "epochal/report/plots.h"
 #include "epochal/report/progress_bar.h"
 #include "epochal/train/config.h"
@@ -164,15 +165,25 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     data::LeakageOptions options;
     if (config.analysis().has_near_rmse()) options.near_rmse = config.analysis().near_rmse();
     const data::LeakageReport leak = ShardedLeakageScan(comm, train_set, val_set, options);
-    trainer.SetLeakage({leak.exact, leak.near, leak.label_conflicts, val_set.size()});
+    trainer.SetLeakage({.exact = leak.exact,
+                        .near = leak.near,
+                        .label_conflicts = leak.label_conflicts,
+                        .val_size = val_set.size(),
+                        .photometric = leak.photometric,
+                        .shifted = leak.shifted,
+                        .mirrored = leak.mirrored});
     if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
     if (page) page->SetLeakage(leak, &train_set, &val_set);
     if (comm.is_root()) {
       WriteFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));
-      std::cout << "leakage scan: " << leak.exact << " exact and " << leak.near
-                << " near duplicates of training samples in the validation set ("
-                << leak.label_conflicts << " with another label), " << leak.seconds
-                << " s; details in " << (fs::path(out) / "leakage.json").string() << "\n";
+      WriteFileAtomic(fs::path(out) / "leakage_pairs.svg",
+                      report::LeakagePairsSvg(leak, train_set, val_set));
+      std::cout << "leakage scan: " << leak.flagged()
+                << " validation samples copy training samples (" << leak.exact << " exact, "
+                << leak.near << " near, " << leak.photometric << " photometric, " << leak.shifted
+                << " shifted, " << leak.mirrored << " mirrored; " << leak.label_conflicts
+                << " pairs with another label), " << leak.seconds << " s; details in "
+                << (fs::path(out) / "leakage.json").string() << " and leakage_pairs.svg\n";
     }
   }
   std::vector<std::string> class_names(config.model().class_names().begin(),

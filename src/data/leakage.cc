@@ -17,11 +17,13 @@
 #include <utility>
 
 #include "epochal/core/error.h"
+#include "leakage_internal.h"
 
 namespace epochal::data {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using internal::DotProducts;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -48,6 +50,33 @@ void Validate(const Dataset& train, const Dataset& val, const LeakageOptions& op
   if (options.max_pairs < 0) {
     throw InputError("leakage scan: max_pairs must be >= 0, got " +
                      std::to_string(options.max_pairs));
+  }
+  if (!std::isfinite(options.transformed_rmse) || options.transformed_rmse < 0) {
+    throw InputError(
+        "leakage scan: the transformed-duplicate RMSE threshold must be finite and >= 0, got " +
+        std::to_string(options.transformed_rmse));
+  }
+  if (options.max_shift < 0 || options.max_shift > 4) {
+    throw InputError("leakage scan: max_shift must be in [0, 4] pixels, got " +
+                     std::to_string(options.max_shift));
+  }
+  if (!(options.min_gain > 0 && options.min_gain <= 1 && options.max_gain >= 1 &&
+        std::isfinite(options.max_gain))) {
+    throw InputError(
+        "leakage scan: the gain range must satisfy 0 < min_gain <= 1 <= max_gain, got [" +
+        std::to_string(options.min_gain) + ", " + std::to_string(options.max_gain) + "]");
+  }
+  if (!(options.max_offset >= 0 && options.max_offset <= 1)) {
+    throw InputError("leakage scan: max_offset must be in [0, 1], got " +
+                     std::to_string(options.max_offset));
+  }
+  if (options.candidates_per_sample < 1 || options.candidates_per_sample > 1024 ||
+      !(options.min_similarity >= -1 && options.min_similarity <= 1)) {
+    throw InputError(
+        "leakage scan: candidates_per_sample must be in [1, 1024] and min_similarity in "
+        "[-1, 1], got " +
+        std::to_string(options.candidates_per_sample) + " and " +
+        std::to_string(options.min_similarity));
   }
   if (options.val_block < 1 || options.train_block < 1) {
     throw InputError("leakage scan: GEMM block sizes must be >= 1, got " +
@@ -142,65 +171,6 @@ class PairCollector {
   int64_t count_ = 0;
   int64_t conflicts_ = 0;
   std::vector<LeakagePair> pairs_;
-};
-
-// [rows, dim] x [width, dim]^T -> [rows, width]: dot products of validation rows (src)
-// with training rows (weights, stored row by row, i.e. the [dim, width] matrix
-// transposed) through oneDNN's f32 matmul. The caller owns src and weights; dst is owned
-// here. One primitive per width, created on first use; widths are multiples of
-// kWidthStep up to max_width, so there are few. Not copyable (owns primitives).
-class DotProducts {
- public:
-  DotProducts(int64_t rows, int64_t dim, int64_t max_width)
-      : rows_(rows), dim_(dim), dst_(static_cast<size_t>(rows * max_width)) {}
-  DotProducts(const DotProducts&) = delete;
-  DotProducts& operator=(const DotProducts&) = delete;
-
-  // Row r of the result starts at dst() + r * width.
-  const float* dst() const { return dst_.data(); }
-
-  void Run(int64_t width, const float* src, const float* weights) {
-    auto it = by_width_.find(width);
-    if (it == by_width_.end()) it = by_width_.emplace(width, Create(width)).first;
-    Gemm& g = it->second;
-    // oneDNN takes void* handles; the matmul only reads src and weights.
-    g.src.set_data_handle(const_cast<float*>(src));
-    g.weights.set_data_handle(const_cast<float*>(weights));
-    g.matmul.execute(stream_,
-                     {{DNNL_ARG_SRC, g.src}, {DNNL_ARG_WEIGHTS, g.weights}, {DNNL_ARG_DST, g.dst}});
-    stream_.wait();
-  }
-
- private:
-  struct Gemm {
-    dnnl::matmul matmul;
-    dnnl::memory src, weights, dst;
-  };
-
-  Gemm Create(int64_t width) {
-    using dt = dnnl::memory::data_type;
-    using tag = dnnl::memory::format_tag;
-    const dnnl::memory::desc src_md({rows_, dim_}, dt::f32, tag::ab);
-    const dnnl::memory::desc weights_md({dim_, width}, dt::f32, tag::ba);
-    const dnnl::memory::desc dst_md({rows_, width}, dt::f32, tag::ab);
-    try {
-      Gemm g;
-      g.matmul = dnnl::matmul(
-          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src_md, weights_md, dst_md), engine_));
-      g.src = dnnl::memory(src_md, engine_, DNNL_MEMORY_NONE);
-      g.weights = dnnl::memory(weights_md, engine_, DNNL_MEMORY_NONE);
-      g.dst = dnnl::memory(dst_md, engine_, dst_.data());
-      return g;
-    } catch (const dnnl::error& e) {
-      throw SystemError(std::string("leakage scan: oneDNN matmul: ") + e.what());
-    }
-  }
-
-  int64_t rows_, dim_;
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream_{engine_};
-  std::vector<float> dst_;
-  std::map<int64_t, Gemm> by_width_;
 };
 
 // Two coordinates per sample, pixels on [0, 1]: p = a.u along a unit vector u and
@@ -498,7 +468,9 @@ void ScanNear(const Dataset& train, const Dataset& val, const LeakageOptions& op
             std::sqrt(static_cast<double>(f.squared_distance) / static_cast<double>(dim)) * inv255;
         if (!(rmse < options.near_rmse)) continue;
         const int64_t v = val_begin + f.val_offset;
-        pairs->Add({f.train_index, v, rmse, train.labels[f.train_index] != val.labels[v]});
+        LeakagePair pair{f.train_index, v, rmse, train.labels[f.train_index] != val.labels[v]};
+        pair.kind = LeakageKind::kNear;
+        pairs->Add(pair);
         (*has_near)[f.val_offset] = 1;
       }
       list.clear();
@@ -545,6 +517,9 @@ LeakageReport ScanLeakage(const Dataset& train, const Dataset& val, const Leakag
   LeakageReport report;
   report.near_rmse = options.near_rmse;
   report.max_pairs = options.max_pairs;
+  report.transforms = options.transforms;
+  report.transformed_rmse = options.transforms ? options.transformed_rmse : 0;
+  report.max_shift = options.transforms ? options.max_shift : 0;
   report.train_samples = train.size();
   report.val_scanned = val_end - val_begin;
   const int64_t num_val = val_end - val_begin;
@@ -570,11 +545,47 @@ LeakageReport ScanLeakage(const Dataset& train, const Dataset& val, const Leakag
       ScanNear(train, val, options, val_begin, val_end, &pairs, &has_near, &report);
     }
   }
+  // The simplest kind each validation sample has, kLeakageKinds for none.
+  std::vector<uint8_t> kind(static_cast<size_t>(num_val), kLeakageKinds);
   for (int64_t i = 0; i < num_val; ++i) {
     if (has_exact[i]) {
-      ++report.exact;
+      kind[i] = static_cast<uint8_t>(LeakageKind::kExact);
     } else if (has_near[i]) {
-      ++report.near;
+      kind[i] = static_cast<uint8_t>(LeakageKind::kNear);
+    }
+  }
+  if (options.transforms && options.transformed_rmse > 0 && num_val > 0 && train.size() > 0) {
+    const auto transform_start = Clock::now();
+    std::vector<uint8_t> skip(static_cast<size_t>(num_val));
+    for (int64_t i = 0; i < num_val; ++i) skip[i] = has_exact[i] || has_near[i];
+    std::vector<LeakagePair> transformed;
+    internal::ScanTransformed(train, val, options, val_begin, val_end, skip, &transformed, &report);
+    for (const LeakagePair& p : transformed) {
+      pairs.Add(p);
+      uint8_t& k = kind[p.val_index - val_begin];
+      k = std::min(k, static_cast<uint8_t>(p.kind));
+    }
+    report.transform_seconds = SecondsSince(transform_start);
+  }
+  for (int64_t i = 0; i < num_val; ++i) {
+    switch (kind[i]) {
+      case static_cast<uint8_t>(LeakageKind::kExact):
+        ++report.exact;
+        break;
+      case static_cast<uint8_t>(LeakageKind::kNear):
+        ++report.near;
+        break;
+      case static_cast<uint8_t>(LeakageKind::kPhotometric):
+        ++report.photometric;
+        break;
+      case static_cast<uint8_t>(LeakageKind::kShifted):
+        ++report.shifted;
+        break;
+      case static_cast<uint8_t>(LeakageKind::kMirrored):
+        ++report.mirrored;
+        break;
+      default:
+        break;
     }
   }
   report.pair_count = pairs.count();
@@ -613,20 +624,32 @@ void MergeInto(LeakageReport* total, const LeakageReport& part) {
   if (total->val_scanned == 0 && total->pairs.empty() && total->pair_count == 0) {
     total->near_rmse = part.near_rmse;
     total->max_pairs = part.max_pairs;
+    total->transforms = part.transforms;
+    total->transformed_rmse = part.transformed_rmse;
+    total->max_shift = part.max_shift;
     total->train_samples = std::max(total->train_samples, part.train_samples);
   } else if (part.val_scanned > 0) {
     EPOCHAL_CHECK(total->near_rmse == part.near_rmse && total->max_pairs == part.max_pairs &&
+                      total->transforms == part.transforms &&
+                      total->transformed_rmse == part.transformed_rmse &&
+                      total->max_shift == part.max_shift &&
                       total->train_samples == part.train_samples,
                   "merging leakage reports of different scans");
   }
   total->val_scanned += part.val_scanned;
   total->exact += part.exact;
   total->near += part.near;
+  total->photometric += part.photometric;
+  total->shifted += part.shifted;
+  total->mirrored += part.mirrored;
   total->label_conflicts += part.label_conflicts;
   total->pair_count += part.pair_count;
   total->gemm_flops += part.gemm_flops;
   total->candidates += part.candidates;
   total->seconds = std::max(total->seconds, part.seconds);
+  total->transform_gemm_flops += part.transform_gemm_flops;
+  total->transform_candidates += part.transform_candidates;
+  total->transform_seconds = std::max(total->transform_seconds, part.transform_seconds);
 
   std::vector<LeakagePair> merged;
   merged.reserve(total->pairs.size() + part.pairs.size());
@@ -649,6 +672,76 @@ void MergeInto(LeakageReport* total, const LeakageReport& part) {
     total->p_value = part.p_value;
     total->degrees_of_freedom = part.degrees_of_freedom;
   }
+}
+
+const char* LeakageKindName(LeakageKind kind) {
+  switch (kind) {
+    case LeakageKind::kExact:
+      return "exact";
+    case LeakageKind::kNear:
+      return "near";
+    case LeakageKind::kPhotometric:
+      return "photometric";
+    case LeakageKind::kShifted:
+      return "shifted";
+    case LeakageKind::kMirrored:
+      return "mirrored";
+  }
+  return "unknown";
+}
+
+bool ParseLeakageKind(const std::string& name, LeakageKind* kind) {
+  for (int i = 0; i < kLeakageKinds; ++i) {
+    const auto k = static_cast<LeakageKind>(i);
+    if (name == LeakageKindName(k)) {
+      *kind = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+int64_t LeakageReport::count(LeakageKind kind) const {
+  switch (kind) {
+    case LeakageKind::kExact:
+      return exact;
+    case LeakageKind::kNear:
+      return near;
+    case LeakageKind::kPhotometric:
+      return photometric;
+    case LeakageKind::kShifted:
+      return shifted;
+    case LeakageKind::kMirrored:
+      return mirrored;
+  }
+  return 0;
+}
+
+Dataset WithoutLeakedSamples(const Dataset& val, const LeakageReport& report,
+                             const std::string& name) {
+  EPOCHAL_CHECK(report.pair_count == static_cast<int64_t>(report.pairs.size()),
+                "the leakage report keeps ", report.pairs.size(), " of its ", report.pair_count,
+                " pairs; raise max_pairs to remove every flagged sample");
+  std::vector<uint8_t> drop(static_cast<size_t>(val.size()));
+  for (const LeakagePair& p : report.pairs) {
+    EPOCHAL_CHECK(p.val_index >= 0 && p.val_index < val.size(), "pair with validation index ",
+                  p.val_index, " of ", val.size());
+    drop[p.val_index] = 1;
+  }
+  Dataset out;
+  out.name = name;
+  out.channels = val.channels;
+  out.height = val.height;
+  out.width = val.width;
+  out.num_classes = val.num_classes;
+  const auto dim = static_cast<size_t>(val.sample_size());
+  for (int64_t i = 0; i < val.size(); ++i) {
+    if (drop[i]) continue;
+    const auto sample = val.Sample(i);
+    out.pixels.insert(out.pixels.end(), sample.begin(), sample.begin() + dim);
+    out.labels.push_back(val.labels[i]);
+  }
+  return out;
 }
 
 SplitDuplicates FindSplitDuplicates(const Dataset& ds) {

@@ -13,7 +13,10 @@ void WritePairs(const std::vector<LeakagePair>& pairs, JsonWriter* json) {
   json->BeginArray();
   for (const LeakagePair& p : pairs) {
     json->Raw("[" + std::to_string(p.train_index) + ", " + std::to_string(p.val_index) + ", " +
-              FormatJsonNumber(p.rmse) + ", " + (p.label_conflict ? "true" : "false") + "]");
+              FormatJsonNumber(p.rmse) + ", " + (p.label_conflict ? "true" : "false") + ", \"" +
+              data::LeakageKindName(p.kind) + "\", " + (p.mirrored ? "true" : "false") + ", " +
+              std::to_string(p.dx) + ", " + std::to_string(p.dy) + ", " + FormatJsonNumber(p.gain) +
+              ", " + FormatJsonNumber(p.offset) + "]");
   }
   json->EndArray();
 }
@@ -46,10 +49,19 @@ std::string LeakageJson(const LeakageReport& r) {
   json.Key("val_samples").Int(r.val_scanned);
   json.Key("exact").Int(r.exact);
   json.Key("near").Int(r.near);
+  json.Key("photometric").Int(r.photometric);
+  json.Key("shifted").Int(r.shifted);
+  json.Key("mirrored").Int(r.mirrored);
+  json.Key("flagged").Int(r.flagged());
+  json.Key("transforms").Bool(r.transforms);
+  json.Key("transformed_rmse").Number(r.transformed_rmse);
+  json.Key("max_shift").Int(r.max_shift);
   json.Key("label_conflicts").Int(r.label_conflicts);
   json.Key("pair_count").Int(r.pair_count);
   json.Key("pairs_truncated").Bool(r.pair_count > static_cast<int64_t>(r.pairs.size()));
-  json.Key("pairs_columns").Raw(R"(["train_index", "val_index", "rmse", "label_conflict"])");
+  json.Key("pairs_columns")
+      .Raw(
+          R"(["train_index", "val_index", "rmse", "label_conflict", "kind", "mirrored", "dx", "dy", "gain", "offset"])");
   json.Key("pairs");
   WritePairs(r.pairs, &json);
   json.Key("train_duplicates");
@@ -65,6 +77,9 @@ std::string LeakageJson(const LeakageReport& r) {
   json.Key("p_value").Number(r.p_value);
   json.Key("gemm_flops").Int(r.gemm_flops);
   json.Key("candidates").Int(r.candidates);
+  json.Key("transform_gemm_flops").Int(r.transform_gemm_flops);
+  json.Key("transform_candidates").Int(r.transform_candidates);
+  json.Key("transform_seconds").Number(r.transform_seconds);
   json.Key("seconds").Number(r.seconds);
   json.EndObject();
   return json.str() + "\n";

@@ -128,10 +128,7 @@ std::string GapLine(const EpochRecord& r, const std::vector<std::string>& absent
 }
 
 bool Diagnosis::LeakageFlagged() const {
-  if (!leakage_ || leakage_->val_size <= 0) return false;
-  const int64_t flagged = leakage_->exact + leakage_->near;
-  return flagged > 0 && static_cast<double>(flagged) >=
-                            thresholds_.leakage_fraction * static_cast<double>(leakage_->val_size);
+  return leakage_ && leakage_->Raises(thresholds_.leakage_fraction);
 }
 
 std::string Diagnosis::RegularizationSentence(const EpochRecord& r) const {
@@ -199,23 +196,32 @@ std::vector<Finding> Diagnosis::Update(const History& history) {
   const int e = r.epoch;
   const double t = thresholds_.term;
 
-  if (leakage_ && leakage_->val_size > 0) {
-    const int64_t flagged = leakage_->exact + leakage_->near;
-    const double share = static_cast<double>(flagged) / static_cast<double>(leakage_->val_size);
-    if (flagged > 0 && share >= thresholds_.leakage_fraction) {
-      Finding f{"LEAKAGE",
-                e,
-                e,
-                std::to_string(flagged) + " of " + std::to_string(leakage_->val_size) +
-                    " validation samples (" + Percent(share) + ") duplicate training samples (" +
-                    std::to_string(leakage_->exact) + " exact, " + std::to_string(leakage_->near) +
-                    " near), so validation partly measures memorization.",
-                {{"exact", static_cast<double>(leakage_->exact)},
-                 {"near", static_cast<double>(leakage_->near)},
-                 {"label_conflicts", static_cast<double>(leakage_->label_conflicts)},
-                 {"fraction", share}}};
-      now.push_back(f);
+  if (leakage_ && leakage_->Raises(thresholds_.leakage_fraction)) {
+    const LeakageSummary& l = *leakage_;
+    const double share = static_cast<double>(l.flagged()) / static_cast<double>(l.val_size);
+    std::string kinds;
+    for (const auto& [count, name] :
+         {std::pair{l.exact, "exact"}, std::pair{l.near, "near"},
+          std::pair{l.photometric, "brightness/contrast-changed"}, std::pair{l.shifted, "shifted"},
+          std::pair{l.mirrored, "mirrored"}}) {
+      if (count == 0) continue;
+      kinds += (kinds.empty() ? "" : ", ") + std::to_string(count) + " " + name;
     }
+    now.push_back({"LEAKAGE",
+                   e,
+                   e,
+                   std::to_string(l.flagged()) + " of " + std::to_string(l.val_size) +
+                       " validation samples (" + Percent(share) +
+                       ") are copies of training samples (" + kinds +
+                       "), so validation partly measures memorization.",
+                   {{"exact", static_cast<double>(l.exact)},
+                    {"near", static_cast<double>(l.near)},
+                    {"photometric", static_cast<double>(l.photometric)},
+                    {"shifted", static_cast<double>(l.shifted)},
+                    {"mirrored", static_cast<double>(l.mirrored)},
+                    {"flagged", static_cast<double>(l.flagged())},
+                    {"label_conflicts", static_cast<double>(l.label_conflicts)},
+                    {"fraction", share}}});
   }
   if (Decomposed(r)) {
     const double timing = *r.gap_timing, dropout = *r.gap_dropout, bn = *r.gap_batchnorm;
@@ -346,6 +352,8 @@ std::string Diagnosis::Json(const History& history) const {
   os << "  \"leakage\": ";
   if (leakage_) {
     os << "{\"exact\": " << leakage_->exact << ", \"near\": " << leakage_->near
+       << ", \"photometric\": " << leakage_->photometric << ", \"shifted\": " << leakage_->shifted
+       << ", \"mirrored\": " << leakage_->mirrored << ", \"flagged\": " << leakage_->flagged()
        << ", \"label_conflicts\": " << leakage_->label_conflicts
        << ", \"val_size\": " << leakage_->val_size << "},\n";
   } else {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <numeric>
 #include <random>
 #include <span>
@@ -14,6 +16,8 @@
 #include "epochal/core/error.h"
 #include "epochal/data/idx.h"
 #include "epochal/report/leakage_json.h"
+#include "epochal/report/leakage_svg.h"
+#include "train/fashion_mnist.h"
 
 namespace epochal::data {
 namespace {
@@ -246,7 +250,10 @@ TEST(LeakageTest, ThresholdIsExactAtTheBoundary) {
     Perturb(MutableSample(val, v), distances[v], 7 + v);
     ASSERT_EQ(SquaredDistance(train.Sample(10 * v), val.Sample(v)), distances[v]);
   }
-  const LeakageReport r = ScanLeakage(train, val, LeakageOptions{});
+  // The transformed kinds would fit a gain to the pair just above the threshold.
+  LeakageOptions exact_and_near;
+  exact_and_near.transforms = false;
+  const LeakageReport r = ScanLeakage(train, val, exact_and_near);
   EXPECT_EQ(r.near, 3);
   ASSERT_EQ(r.pairs.size(), 3u);
   EXPECT_EQ(r.pairs[0].val_index, 0);
@@ -290,6 +297,7 @@ TEST(LeakageTest, MatchesBruteForceWithSmallBlocksWithAndWithoutPruning) {
           options.val_block = val_block;
           options.train_block = train_block;
           options.pruning = pruning;
+          options.transforms = false;  // the reference knows exact and near pairs only
           ExpectSamePairs(ScanLeakage(train, val, options, 0, val.size()), want);
         }
       }
@@ -391,6 +399,7 @@ TEST(LeakageTest, ZeroThresholdReportsExactTwinsOnly) {
   const Planted p;
   LeakageOptions options;
   options.near_rmse = 0;
+  options.transforms = false;
   const LeakageReport r = ScanLeakage(p.train, p.val, options);
   EXPECT_EQ(r.exact, 7);
   EXPECT_EQ(r.near, 0);
@@ -447,11 +456,14 @@ TEST(LeakageTest, JsonHoldsCountsPairsAndStatistics) {
   for (const std::string& part :
        {std::string("\"near_rmse\": 0.01"), std::string("\"exact\": 7"), std::string("\"near\": 5"),
         std::string("\"label_conflicts\": 1"), std::string("\"pair_count\": 12"),
-        std::string("\"pairs_truncated\": false"), std::string("[11, 3, 0, false]"),
-        std::string("[250, 40, 0, true]"), std::string("\"train_duplicates\""),
-        std::string("\"exact_duplicate_samples\": 0"), std::string("\"train_class_counts\": ["),
-        std::string("\"chi_square\": "), std::string("\"degrees_of_freedom\": 9"),
-        std::string("\"p_value\": "), std::string("\"seconds\": ")}) {
+        std::string("\"pairs_truncated\": false"), std::string("[11, 3, 0, false, \"exact\""),
+        std::string("[250, 40, 0, true, \"exact\", false, 0, 0, 1, 0]"),
+        std::string("\"shifted\": 0"), std::string("\"mirrored\": 0"),
+        std::string("\"photometric\": 0"), std::string("\"flagged\": 12"),
+        std::string("\"train_duplicates\""), std::string("\"exact_duplicate_samples\": 0"),
+        std::string("\"train_class_counts\": ["), std::string("\"chi_square\": "),
+        std::string("\"degrees_of_freedom\": 9"), std::string("\"p_value\": "),
+        std::string("\"seconds\": ")}) {
     EXPECT_NE(json.find(part), std::string::npos) << "missing " << part << " in\n" << json;
   }
   EXPECT_EQ(std::count(json.begin(), json.end(), '{'), std::count(json.begin(), json.end(), '}'));
@@ -546,6 +558,209 @@ TEST(ChiSquareSurvivalTest, RegularizedGammaQOfIntegerOrderIsAPoissonTail) {
   EXPECT_EQ(RegularizedGammaQ(2.5, 0), 1.0);
   EXPECT_THROW(RegularizedGammaQ(0, 1), Error);
   EXPECT_THROW(ChiSquareSurvival(1, 0), Error);
+}
+
+}  // namespace
+}  // namespace epochal::data
+
+namespace epochal::data {
+namespace {
+
+// Transformed copies of real Fashion-MNIST training images planted in real test images.
+// Groups of `n`: shifted by 1-2 pixels (zero fill, edge fill on odd copies), gain in
+// [0.7, 0.9] or [1.1, 1.3] with an offset of 0.02-0.1 either way (beyond the near
+// threshold), mirrored (sources whose mirror image differs from them), mirrored and
+// shifted.
+struct PlantedFashion {
+  Dataset train, val;
+  std::vector<LeakagePair> plants;  // the transform, the source and the position
+  std::vector<LeakageKind> kinds;   // what each plant should be labelled
+
+  PlantedFashion(int64_t num_train, int64_t num_val, int64_t n, uint64_t seed) {
+    train = train::testing::LoadFashionMnist(true, num_train);
+    val = train::testing::LoadFashionMnist(false, num_val);
+    std::mt19937_64 rng(seed);
+    std::vector<int64_t> positions(static_cast<size_t>(num_val));
+    std::iota(positions.begin(), positions.end(), int64_t{0});
+    std::shuffle(positions.begin(), positions.end(), rng);
+    std::vector<uint8_t> used(static_cast<size_t>(num_train));
+    std::vector<uint8_t> out(static_cast<size_t>(kDim));
+    for (int group = 0; group < 4; ++group) {
+      for (int64_t i = 0; i < n; ++i) {
+        LeakagePair p;
+        p.val_index = positions.at(plants.size());
+        p.mirrored = group >= 2;
+        do {
+          p.train_index = static_cast<int64_t>(rng() % static_cast<uint64_t>(num_train));
+          if (!p.mirrored) break;
+          LeakagePair mirror_only;
+          mirror_only.mirrored = true;
+          TransformSample(train, mirror_only, false, train.Sample(p.train_index).data(),
+                          out.data());
+        } while (used[p.train_index] ||
+                 (p.mirrored && Rmse(SquaredDistance(train.Sample(p.train_index), out)) < 0.05));
+        used[p.train_index] = 1;
+        if (group == 0 || group == 3) {
+          do {
+            p.dx = static_cast<int>(rng() % 5) - 2;
+            p.dy = static_cast<int>(rng() % 5) - 2;
+          } while (p.dx == 0 && p.dy == 0);
+        }
+        if (group == 1) {
+          std::uniform_real_distribution<double> u(0, 1);
+          p.gain = u(rng) < 0.5 ? 0.7 + 0.2 * u(rng) : 1.1 + 0.2 * u(rng);
+          p.offset = (u(rng) < 0.5 ? -1 : 1) * (0.02 + 0.08 * u(rng));
+        }
+        TransformSample(train, p, i % 2 == 1, train.Sample(p.train_index).data(), out.data());
+        std::copy(out.begin(), out.end(), MutableSample(val, p.val_index).begin());
+        val.labels[p.val_index] = train.labels[p.train_index];
+        plants.push_back(p);
+        kinds.push_back(group == 0   ? LeakageKind::kShifted
+                        : group == 1 ? LeakageKind::kPhotometric
+                                     : LeakageKind::kMirrored);
+      }
+    }
+  }
+};
+
+TEST(LeakageTransformTest, FindsPlantedFashionMnistCopiesPerKindWithTheirKind) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  constexpr int64_t kPerGroup = 100;
+  const PlantedFashion p(6000, 2000, kPerGroup, 7);
+  const LeakageReport r = ScanLeakage(p.train, p.val, LeakageOptions{});
+  // The simplest kind of each flagged validation sample, and the pair with the source.
+  std::map<int64_t, LeakageKind> kind_of;
+  for (const LeakagePair& q : r.pairs) {
+    auto it = kind_of.find(q.val_index);
+    if (it == kind_of.end() || q.kind < it->second) kind_of[q.val_index] = q.kind;
+  }
+  const char* groups[4] = {"shifted", "photometric", "mirrored", "mirrored and shifted"};
+  for (int g = 0; g < 4; ++g) {
+    int found = 0, labelled = 0;
+    for (int64_t i = g * kPerGroup; i < (g + 1) * kPerGroup; ++i) {
+      const LeakagePair& plant = p.plants[static_cast<size_t>(i)];
+      const auto hit = std::find_if(r.pairs.begin(), r.pairs.end(), [&](const LeakagePair& q) {
+        return q.val_index == plant.val_index && q.train_index == plant.train_index;
+      });
+      if (hit == r.pairs.end()) continue;
+      ++found;
+      labelled += kind_of[plant.val_index] == p.kinds[static_cast<size_t>(i)];
+      if (p.kinds[static_cast<size_t>(i)] == LeakageKind::kShifted) {
+        EXPECT_EQ(hit->dx, plant.dx) << "val " << plant.val_index;
+        EXPECT_EQ(hit->dy, plant.dy) << "val " << plant.val_index;
+      }
+      if (p.kinds[static_cast<size_t>(i)] == LeakageKind::kPhotometric) {
+        EXPECT_NEAR(hit->gain, plant.gain, 0.02) << "val " << plant.val_index;
+      }
+      EXPECT_LT(hit->rmse, 0.01);
+      EXPECT_FALSE(hit->label_conflict);
+    }
+    // At least 99% found and labelled right.
+    EXPECT_GE(found, 99) << groups[g];
+    EXPECT_GE(labelled, 99) << groups[g];
+  }
+  // Nothing but the plants: these subsets hold no real twins.
+  std::vector<int64_t> planted;
+  for (const LeakagePair& plant : p.plants) planted.push_back(plant.val_index);
+  for (const auto& [v, kind] : kind_of) {
+    EXPECT_NE(std::find(planted.begin(), planted.end(), v), planted.end())
+        << "val " << v << " flagged as " << LeakageKindName(kind) << " but not planted";
+  }
+  EXPECT_EQ(r.flagged(), static_cast<int64_t>(kind_of.size()));
+  EXPECT_EQ(r.exact + r.near, 0);
+  EXPECT_GE(r.shifted, 99);
+  EXPECT_GE(r.photometric, 99);
+  EXPECT_GE(r.mirrored, 198);
+}
+
+TEST(LeakageTransformTest, CleanFashionMnistSubsetsFlagNothing) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  // The full splits hold 5 twins (docs/loss-gap.md); none lies in these subsets, among
+  // thousands of plain shirts, bags and sneakers that look alike.
+  const Dataset train = train::testing::LoadFashionMnist(true, 10000);
+  const Dataset val = train::testing::LoadFashionMnist(false, 2000);
+  const LeakageReport r = ScanLeakage(train, val, LeakageOptions{});
+  EXPECT_EQ(r.flagged(), 0);
+  EXPECT_EQ(r.pair_count, 0);
+  EXPECT_GT(r.transform_candidates, 2000);  // the search did look
+  for (const LeakagePair& q : r.pairs) {
+    ADD_FAILURE() << "train " << q.train_index << " val " << q.val_index << " "
+                  << LeakageKindName(q.kind) << " rmse " << q.rmse;
+  }
+}
+
+TEST(LeakageTransformTest, WithoutLeakedSamplesDropsEveryFlaggedSample) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  const PlantedFashion p(3000, 400, 5, 11);
+  const LeakageReport r = ScanLeakage(p.train, p.val, LeakageOptions{});
+  ASSERT_EQ(r.flagged(), 20);
+  const Dataset clean = WithoutLeakedSamples(p.val, r, "clean");
+  EXPECT_EQ(clean.size(), 380);
+  EXPECT_EQ(clean.name, "clean");
+  EXPECT_EQ(ScanLeakage(p.train, clean, LeakageOptions{}).flagged(), 0);
+  LeakageReport truncated = r;
+  truncated.pairs.resize(3);
+  EXPECT_THROW(WithoutLeakedSamples(p.val, truncated, "x"), Error);
+}
+
+TEST(LeakageTransformTest, SvgGridIsSelfContainedAndWellFormed) {
+  EPOCHAL_REQUIRE_FASHION_MNIST();
+  const PlantedFashion p(3000, 400, 3, 13);
+  LeakageReport r = ScanLeakage(p.train, p.val, LeakageOptions{});
+  ASSERT_EQ(r.flagged(), 12);
+  const std::string svg = report::LeakagePairsSvg(r, p.train, p.val);
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  EXPECT_NE(svg.find("</svg>\n"), std::string::npos);
+  // Three images per pair, each an embedded PNG; no reference outside the file.
+  size_t images = 0;
+  for (size_t at = svg.find("<image"); at != std::string::npos; at = svg.find("<image", at + 1)) {
+    ++images;
+  }
+  EXPECT_EQ(images, 3 * r.pairs.size());
+  size_t uris = 0;
+  for (size_t at = svg.find("href=\"data:image/png;base64,"); at != std::string::npos;
+       at = svg.find("href=\"data:image/png;base64,", at + 1)) {
+    ++uris;
+  }
+  EXPECT_EQ(uris, images);
+  EXPECT_EQ(svg.find("http://", svg.find("xmlns") + 40), std::string::npos);
+  EXPECT_NE(svg.find("shifted 3"), std::string::npos) << svg.substr(0, 600);
+  // Balanced tags: every opened element is closed.
+  size_t open = 0, close = 0, self = 0;
+  for (size_t i = 0; i + 1 < svg.size(); ++i) {
+    if (svg[i] != '<') continue;
+    if (svg[i + 1] == '/') {
+      ++close;
+    } else if (svg[i + 1] != '?') {
+      const size_t end = svg.find('>', i);
+      ASSERT_NE(end, std::string::npos);
+      (svg[end - 1] == '/' ? self : open) += 1;
+    }
+  }
+  EXPECT_EQ(open, close);
+  EXPECT_GT(self, 0u);
+  // The PNG is a real one: signature, IHDR of 28 x 28 grey.
+  std::vector<uint8_t> pixels(kDim, 7);
+  const std::string png = report::EncodePng(pixels.data(), 1, 28, 28);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(png.substr(12, 4), "IHDR");
+  EXPECT_EQ(static_cast<uint8_t>(png[19]), 28);
+  EXPECT_EQ(png.substr(png.size() - 8, 4), "IEND");
+}
+
+TEST(LeakageTransformTest, RejectsBadTransformOptions) {
+  const Dataset train = RandomDataset(20, 1, "train");
+  const Dataset val = RandomDataset(10, 2, "val");
+  for (const auto& set : std::vector<std::function<void(LeakageOptions&)>>{
+           [](LeakageOptions& o) { o.max_shift = 5; }, [](LeakageOptions& o) { o.max_shift = -1; },
+           [](LeakageOptions& o) { o.min_gain = 1.2; }, [](LeakageOptions& o) { o.max_gain = 0.9; },
+           [](LeakageOptions& o) { o.transformed_rmse = -1; },
+           [](LeakageOptions& o) { o.candidates_per_sample = 0; },
+           [](LeakageOptions& o) { o.max_offset = 2; }}) {
+    LeakageOptions o;
+    set(o);
+    EXPECT_THROW(ScanLeakage(train, val, o), InputError);
+  }
 }
 
 }  // namespace

@@ -399,6 +399,35 @@ TEST(DiagnosisTest, LeakageFromTheScanAndNotEasierValidation) {
   EXPECT_EQ(Names(clean.Update(h)), (std::vector<std::string>{"VALIDATION_EASIER"}));
 }
 
+TEST(DiagnosisTest, LeakageNamesItsKindsAndNeedsMoreThanOneOrTwoTwins) {
+  History h;
+  h.epochs.push_back(Record(1, 0.3, 0.3, 0.3, 0.3));
+  // One near twin in 1,000 samples is 0.1%, at the fraction, but alone it says nothing
+  // about the split: no LEAKAGE (the --limit-val 1000 case); two neither.
+  for (const int64_t near : {1, 2}) {
+    Diagnosis d({});
+    d.SetLeakage({.near = near, .val_size = 1000});
+    EXPECT_TRUE(Names(d.Update(h)).empty()) << near << " near twins";
+  }
+  // Three transformed twins pass both the fraction and the count, and the sentence names
+  // each kind found.
+  Diagnosis d({});
+  d.SetLeakage({.near = 1, .val_size = 1000, .shifted = 1, .mirrored = 1});
+  EXPECT_EQ(Names(d.Update(h)), (std::vector<std::string>{"LEAKAGE"}));
+  const Finding& f = d.findings()[0];
+  EXPECT_NE(f.explanation.find("3 of 1000"), std::string::npos) << f.explanation;
+  EXPECT_NE(f.explanation.find("1 near, 1 shifted, 1 mirrored"), std::string::npos)
+      << f.explanation;
+  EXPECT_EQ(f.explanation.find("exact"), std::string::npos) << f.explanation;
+  EXPECT_DOUBLE_EQ(f.numbers.at("shifted"), 1);
+  EXPECT_DOUBLE_EQ(f.numbers.at("flagged"), 3);
+  EXPECT_NE(d.Json(h).find("\"mirrored\": 1"), std::string::npos);
+  // Many twins below the fraction stay quiet: 5 in 10,000 is 0.05%.
+  Diagnosis large({});
+  large.SetLeakage({.near = 2, .val_size = 10000, .photometric = 3});
+  EXPECT_TRUE(Names(large.Update(h)).empty());
+}
+
 TEST(DiagnosisTest, ThresholdsComeFromTheConfig) {
   v1::AnalysisConfig a;
   a.set_term_threshold(0.5f);

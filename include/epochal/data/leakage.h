@@ -1,4 +1,5 @@
-// Leakage scan: validation samples that also sit in the training set, exactly or nearly.
+// Leakage scan: validation samples that also sit in the training set, exactly, nearly, or
+// as a shifted, brightness/contrast-changed or mirrored copy.
 //
 // A validation sample with a byte-identical or near-identical twin in the training set
 // is scored on something the model has seen, which pulls the validation loss towards the
@@ -18,6 +19,23 @@
 //     candidate the f32 GEMM lets through (with a slack that bounds its rounding error)
 //     is confirmed on the raw bytes with an exact integer sum of squared differences, so
 //     the result has no false positives, and no false negatives within that bound;
+//   * transformed pairs (leakage_transforms.cc): a validation sample with neither an exact
+//     nor a near twin whose pixels are, within LeakageOptions::transformed_rmse, those of a
+//     training sample mirrored left-right (or not), shifted by up to max_shift pixels in x
+//     and y (only the overlap is compared, so zero and edge fill both match), and mapped
+//     through gain * x + offset (gain in [min_gain, max_gain], |offset| <= max_offset,
+//     clipped to [0, 1]), gain and offset fitted by least squares. Candidates come from
+//     (a) exact hashes of the central window (the image less max_shift pixels at each
+//     border): a whole-pixel shift, mirrored or not, copies it byte for byte, and
+//     (b) a signature that none of the transforms moves much: the image less its darkest
+//     pixel, resampled around its centroid on a 7 x 7 grid of cells (also one pixel off
+//     where the image touches a border), made zero-mean and unit-length; each validation
+//     sample keeps the 6 * candidates_per_sample training samples whose signatures
+//     correlate best with it (as is or mirrored, above min_similarity), re-ranked by a
+//     14 x 14 signature down to candidates_per_sample. Every candidate is verified on the
+//     raw bytes under every shift, so each pair is a true match of the stated transform.
+//     Each pair is labelled with the simplest kind that explains it: mirrored if it needs
+//     the mirror, else shifted if it needs a shift, else photometric;
 //   * duplicates within each split (exact, by hash), and the class balance of the two
 //     splits (chi-square test on the 2 x K contingency table of label counts).
 //
@@ -55,14 +73,51 @@ struct LeakageOptions {
   // Skips training rows that the (p, q) bound rules out (see the file comment). Off only
   // to measure what it saves, and in tests.
   bool pruning = true;
+
+  // The transformed kinds (shifted, photometric, mirrored); off, only exact and near.
+  bool transforms = true;
+  // A transformed pair's per-pixel RMSE on [0, 1], after the best shift, mirror and
+  // gain/offset, over the pixels the shifted training image covers, is below this.
+  double transformed_rmse = 0.01;
+  // Shifts tried in each of x and y: -max_shift..max_shift (0..4).
+  int max_shift = 2;
+  // Range of the fitted contrast gain and the largest |offset| (pixels on [0, 1]).
+  double min_gain = 0.7;
+  double max_gain = 1.3;
+  double max_offset = 0.25;
+  // Tuning of the candidate search (see the file comment); recall, not correctness,
+  // depends on these: every reported pair is verified on the raw bytes.
+  int candidates_per_sample = 8;
+  double min_similarity = 0.9;
 };
+
+// What a pair is; a validation sample counts under the simplest kind among its pairs, in
+// this order.
+enum class LeakageKind : uint8_t { kExact, kNear, kPhotometric, kShifted, kMirrored };
+inline constexpr int kLeakageKinds = 5;
+// "exact", "near", "photometric", "shifted", "mirrored".
+const char* LeakageKindName(LeakageKind kind);
+// The inverse of LeakageKindName; false for an unknown name.
+bool ParseLeakageKind(const std::string& name, LeakageKind* kind);
 
 // One (training, validation) pair below the threshold; exact twins have rmse 0.
 struct LeakagePair {
   int64_t train_index = 0;
   int64_t val_index = 0;
+  // Per-pixel RMSE on [0, 1]; for a transformed pair, after the transform, over the
+  // pixels the shifted training image covers.
   double rmse = 0;
   bool label_conflict = false;  // the two labels differ
+  LeakageKind kind = LeakageKind::kExact;
+  // The transform that maps the training image onto the validation one: mirrored
+  // left-right if `mirrored`, then shifted right by dx and down by dy pixels, then each
+  // pixel p (on [0, 1]) becomes gain * p + offset, clipped to [0, 1]. Identity for exact
+  // and near pairs.
+  bool mirrored = false;
+  int dx = 0;
+  int dy = 0;
+  double gain = 1;
+  double offset = 0;
   bool operator==(const LeakagePair&) const = default;
 };
 
@@ -89,13 +144,26 @@ struct LeakageReport {
   int64_t train_samples = 0;
   int64_t val_scanned = 0;  // validation rows scanned (the range's size)
 
-  int64_t exact = 0;            // validation samples with a byte-identical training twin
-  int64_t near = 0;             // validation samples with a near twin but no exact one
-  int64_t label_conflicts = 0;  // pairs (exact and near) whose labels differ
+  bool transforms = false;  // whether the transformed kinds were looked for
+  double transformed_rmse = 0;
+  int max_shift = 0;
+
+  // Validation samples by the simplest kind of twin they have; each sample counts once.
+  int64_t exact = 0;            // with a byte-identical training twin
+  int64_t near = 0;             // with a near twin but no exact one
+  int64_t photometric = 0;      // with a gain/offset-changed twin only
+  int64_t shifted = 0;          // with a shifted twin (and maybe gain/offset) only
+  int64_t mirrored = 0;         // with a mirrored twin (maybe shifted too) only
+  int64_t label_conflicts = 0;  // pairs (of every kind) whose labels differ
   int64_t pair_count = 0;       // all pairs found; pairs.size() is at most max_pairs
-  // Pairs below the threshold, exact ones included (rmse 0), sorted by
+  // Pairs below the thresholds, exact ones included (rmse 0), sorted by
   // (val_index, train_index), truncated to max_pairs.
   std::vector<LeakagePair> pairs;
+
+  // Validation samples with a twin of any kind.
+  int64_t flagged() const { return exact + near + photometric + shifted + mirrored; }
+  // The count of `kind`.
+  int64_t count(LeakageKind kind) const;
 
   // Split-level figures, filled by the full-split ScanLeakage or AddSplitStatistics;
   // empty class counts mean "not computed".
@@ -110,12 +178,18 @@ struct LeakageReport {
   int64_t gemm_flops = 0;
   int64_t candidates = 0;
   double seconds = 0;
+  // The transformed search: signature GEMM work, (validation, training, mirror)
+  // candidates verified, and its share of `seconds`.
+  int64_t transform_gemm_flops = 0;
+  int64_t transform_candidates = 0;
+  double transform_seconds = 0;
 };
 
-// Scans validation rows [val_begin, val_end) against the whole training set: the exact
-// and near pairs and their counts (no split statistics). Throws InputError when the two
-// datasets' samples differ in shape or the options are invalid (near_rmse negative or
-// not finite, max_pairs or a block size below its minimum), Error for a bad range.
+// Scans validation rows [val_begin, val_end) against the whole training set: the pairs of
+// every kind and their counts (no split statistics). Throws InputError when the two
+// datasets' samples differ in shape or the options are invalid (a threshold negative or
+// not finite, max_pairs or a block size below its minimum, a gain range or max_shift out
+// of range), Error for a bad range.
 LeakageReport ScanLeakage(const Dataset& train, const Dataset& val, const LeakageOptions& options,
                           int64_t val_begin, int64_t val_end);
 
@@ -133,9 +207,18 @@ void AddSplitStatistics(const Dataset& train, const Dataset& val, LeakageReport*
 // (Error if not). Split-level figures are copied from `part` when `total` has none.
 void MergeInto(LeakageReport* total, const LeakageReport& part);
 
-// The report as an indented JSON object: the threshold and sizes, the counts, the pairs
-// as [train_index, val_index, rmse, label_conflict], the within-split duplicates, the
-// class counts, chi_square, degrees_of_freedom, p_value and seconds.
+// The validation set without its flagged samples (those with a pair in report.pairs,
+// which must not be truncated: Error if pair_count > pairs.size()), in order; `name`
+// names the result.
+Dataset WithoutLeakedSamples(const Dataset& val, const LeakageReport& report,
+                             const std::string& name);
+
+// Applies `p`'s transform (mirrored, dx, dy, gain, offset; the indices are ignored) to one
+// sample of `ds`'s shape: `in` to `out` (sample_size bytes each, not overlapping). The
+// pixels a shift uncovers are 0 or, with edge_fill, copies of the nearest edge pixel;
+// values are rounded and clipped to [0, 255]. For planting leaks in tests and benchmarks.
+void TransformSample(const Dataset& ds, const LeakagePair& p, bool edge_fill, const uint8_t* in,
+                     uint8_t* out);
 
 // Duplicates inside one dataset, by hash of the raw bytes confirmed by memcmp.
 SplitDuplicates FindSplitDuplicates(const Dataset& ds);

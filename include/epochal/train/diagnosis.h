@@ -44,13 +44,28 @@ struct RegularizationTraits {
   static RegularizationTraits FromConfig(const v1::ExperimentConfig& config);
 };
 
-
-// What the leakage scan found before training.
+// What the leakage scan found before training: validation samples by the simplest kind
+// of training twin they have (each sample counts once).
 struct LeakageSummary {
   int64_t exact = 0;  // Validation samples with a byte-identical training twin.
   int64_t near = 0;   // With a near twin only.
   int64_t label_conflicts = 0;
   int64_t val_size = 0;
+  int64_t photometric = 0;  // A training sample with gain/offset changed.
+  int64_t shifted = 0;      // Shifted by a few pixels.
+  int64_t mirrored = 0;     // Mirrored left-right.
+
+  // LEAKAGE needs at least this many flagged samples besides the fraction: one or two
+  // twins say little about how a small validation set was drawn (docs/loss-gap.md).
+  static constexpr int64_t kMinFlagged = 3;
+
+  int64_t flagged() const { return exact + near + photometric + shifted + mirrored; }
+  // Whether the flagged samples are at least `fraction` of the validation set and at
+  // least kMinFlagged.
+  bool Raises(double fraction) const {
+    return val_size > 0 && flagged() >= kMinFlagged &&
+           static_cast<double>(flagged()) >= fraction * static_cast<double>(val_size);
+  }
 };
 
 struct Finding {
