@@ -122,8 +122,8 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
             {"batchnorm", gap.gap_batchnorm, gap.gap_batchnorm_se},
             {"regularization", gap.gap_regularization, gap.gap_regularization_se},
             {"data", gap.gap_data, gap.gap_data_se}}) {
-        std::snprintf(line, sizeof line, ", \"gap_%s\": %.17g, \"gap_%s_se\": %.17g", name,
-                      *value, name, *se);
+        std::snprintf(line, sizeof line, ", \"gap_%s\": %.17g, \"gap_%s_se\": %.17g", name, *value,
+                      name, *se);
         json += line;
       }
     }

@@ -94,9 +94,8 @@ int Report(const dist::Communicator& comm, int argc, char** argv) {
     std::printf("%5d %8.4f %8.4f %8.4f %8.4f %s %s %s %s %s %s %s %s\n", e.epoch, e.loss,
                 e.accuracy, e.val_loss, e.val_accuracy, opt(e.probe_train_loss).c_str(),
                 opt(e.probe_nodrop_loss).c_str(), opt(e.probe_eval_loss).c_str(),
-                opt(e.gap_timing).c_str(), opt(e.gap_dropout).c_str(),
-                opt(e.gap_batchnorm).c_str(), opt(e.gap_data).c_str(),
-                opt(e.aligned_train_loss).c_str());
+                opt(e.gap_timing).c_str(), opt(e.gap_dropout).c_str(), opt(e.gap_batchnorm).c_str(),
+                opt(e.gap_data).c_str(), opt(e.aligned_train_loss).c_str());
   }
   if (h.partial_epoch) {
     std::printf("%5d %8.4f %8.4f  partial: stopped at %.1f%% of the epoch; not validated\n",

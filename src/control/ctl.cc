@@ -72,8 +72,8 @@ void PrintHistory(const v1::History& h, std::ostream& out) {
     out << Num("%5.0f", e.epoch()) << " " << Num("%8.4f", e.loss()) << " "
         << Num("%8.4f", e.accuracy()) << " " << Num("%8.4f", e.val_loss()) << " "
         << Num("%8.4f", e.val_accuracy()) << " " << opt(e.has_gaps(), e.gap_timing()) << " "
-        << opt(e.has_gaps(), e.gap_dropout()) << " " << opt(e.has_gaps(), e.gap_batchnorm())
-        << " " << opt(e.has_gaps(), e.gap_data()) << " " << Num("%8.4g", e.lr()) << "\n";
+        << opt(e.has_gaps(), e.gap_dropout()) << " " << opt(e.has_gaps(), e.gap_batchnorm()) << " "
+        << opt(e.has_gaps(), e.gap_data()) << " " << Num("%8.4g", e.lr()) << "\n";
   }
   if (h.control_events_size() > 0) out << "control events:\n";
   for (const v1::ControlEvent& c : h.control_events()) {

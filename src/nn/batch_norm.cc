@@ -31,8 +31,8 @@ int64_t GlobalStatistics(std::span<const double> sums, int64_t channels, float* 
 // kTrain: running = momentum * running + (1 - momentum) * batch. kRecomputeStatistics adds
 // the batch's statistics to a sum instead (running = running + batch), which the caller
 // zeroed and later divides by the batch count (Model::RecomputeBatchNormStatistics).
-void UpdateRunningStatistics(const BatchNormOptions& options, Mode mode, bool is_4d,
-                             int64_t count, int64_t channels, const float* mean, const float* var,
+void UpdateRunningStatistics(const BatchNormOptions& options, Mode mode, bool is_4d, int64_t count,
+                             int64_t channels, const float* mean, const float* var,
                              float* running_mean, float* running_var) {
   // Keras' fused kernel takes the Bessel-corrected variance for 4-D inputs.
   const float correction =

@@ -10,6 +10,7 @@
 
 #include "epochal/core/error.h"
 #include "epochal/report/run_document.h"
+#include "epochal/report/svg_plot.h"
 
 namespace epochal::report {
 namespace {
@@ -26,29 +27,6 @@ void Chunk(std::string* out, const char* type, std::string_view data) {
   out->append(data);
   const auto* bytes = reinterpret_cast<const Bytef*>(out->data() + start);
   PutU32(out, static_cast<uint32_t>(crc32(0L, bytes, static_cast<uInt>(out->size() - start))));
-}
-
-std::string XmlEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
 }
 
 std::string ImageUri(const uint8_t* sample, const data::Dataset& ds) {
@@ -141,7 +119,7 @@ std::string LeakagePairsSvg(const data::LeakageReport& report, const data::Datas
                 static_cast<long long>(report.pair_count), static_cast<long long>(shown));
   svg += buf;
   svg += "<text x=\"8\" y=\"56\">" +
-         XmlEscape("validation: " + val.name + "; training: " + train.name) + "</text>\n";
+         svg::EscapeXml("validation: " + val.name + "; training: " + train.name) + "</text>\n";
   std::vector<uint8_t> transformed(static_cast<size_t>(train.sample_size()));
   for (int64_t i = 0; i < shown; ++i) {
     const data::LeakagePair& p = report.pairs[static_cast<size_t>(i)];
@@ -171,7 +149,7 @@ std::string LeakagePairsSvg(const data::LeakageReport& report, const data::Datas
                   x, y + img_h + 18, static_cast<long long>(p.val_index),
                   static_cast<long long>(p.train_index), val.labels[p.val_index],
                   train.labels[p.train_index], p.label_conflict ? " (conflict)" : "", x,
-                  y + img_h + 32, XmlEscape(Describe(p)).c_str(), x, y + img_h + 46, p.rmse);
+                  y + img_h + 32, svg::EscapeXml(Describe(p)).c_str(), x, y + img_h + 46, p.rmse);
     svg += buf;
   }
   svg += "</svg>\n";

@@ -64,9 +64,8 @@ std::string PlusMinus(double v, const std::optional<double>& se) {
 
 // Global steps taken by the end of epoch `e` (every step leaves a BatchRecord).
 int64_t StepsBy(const History& history, int e) {
-  return std::count_if(history.batches.begin(), history.batches.end(), [e](const BatchRecord& b) {
-    return b.epoch_progress <= e + 1e-9;
-  });
+  return std::count_if(history.batches.begin(), history.batches.end(),
+                       [e](const BatchRecord& b) { return b.epoch_progress <= e + 1e-9; });
 }
 
 }  // namespace
@@ -102,7 +101,7 @@ RegularizationTraits RegularizationTraits::FromConfig(const v1::ExperimentConfig
       ++t.batch_norm_layers;
       // The layer's default (batch_norm.h) where the config leaves it unset.
       const float m = layer.batch_norm().has_momentum() ? layer.batch_norm().momentum()
-                                                         : nn::BatchNormOptions{}.momentum;
+                                                        : nn::BatchNormOptions{}.momentum;
       t.batch_norm_momentum = std::max(t.batch_norm_momentum, m);
     }
   }
@@ -146,8 +145,8 @@ std::string Diagnosis::RegularizationSentence(const EpochRecord& r) const {
     if (traits_.weight_decay > 0) {
       char wd[32];
       std::snprintf(wd, sizeof wd, "%g", traits_.weight_decay);
-      what += (what.empty() ? "" : " and ") + std::string("the L2 penalty (weight decay ") + wd +
-              ")";
+      what +=
+          (what.empty() ? "" : " and ") + std::string("the L2 penalty (weight decay ") + wd + ")";
     }
     parts.push_back(PlusMinus(-*r.gap_dropout, r.gap_dropout_se) + " from " + what);
   }
@@ -238,10 +237,11 @@ std::vector<Finding> Diagnosis::Update(const History& history) {
                                              {"gap_regularization", reg},
                                              {"gap_data", data},
                                              {"gap_total", total}};
-    for (const auto& [key, se] :
-         {std::pair{"gap_timing_se", r.gap_timing_se}, {"gap_dropout_se", r.gap_dropout_se},
-          {"gap_batchnorm_se", r.gap_batchnorm_se},
-          {"gap_regularization_se", r.gap_regularization_se}, {"gap_data_se", r.gap_data_se}}) {
+    for (const auto& [key, se] : {std::pair{"gap_timing_se", r.gap_timing_se},
+                                  {"gap_dropout_se", r.gap_dropout_se},
+                                  {"gap_batchnorm_se", r.gap_batchnorm_se},
+                                  {"gap_regularization_se", r.gap_regularization_se},
+                                  {"gap_data_se", r.gap_data_se}}) {
       if (se) numbers[key] = *se;
     }
     if (Below(timing, r.gap_timing_se, t)) {
@@ -302,8 +302,8 @@ std::vector<Finding> Diagnosis::Update(const History& history) {
       numbers["val_loss_gain"] = prev.val_loss - r.val_loss;
       now.push_back(
           {"OVER_REGULARIZED", e, e,
-           "Dropout and L2 raise the training loss by " + PlusMinus(cost, r.gap_dropout_se) +
-               " (" + Percent(cost / *r.probe_nodrop_loss) + " of the clean " +
+           "Dropout and L2 raise the training loss by " + PlusMinus(cost, r.gap_dropout_se) + " (" +
+               Percent(cost / *r.probe_nodrop_loss) + " of the clean " +
                Fixed(*r.probe_nodrop_loss) + ") to guard a generalization gap of only " +
                Fixed(std::max(data, 0.0)) + ", for two epochs running, while validation loss " +
                "improved by " + Fixed(prev.val_loss - r.val_loss) +
@@ -345,8 +345,7 @@ std::string Diagnosis::Json(const History& history) const {
      << ", \"overfit\": " << JsonNumber(thresholds_.overfit)
      << ", \"overfit_rise\": " << JsonNumber(thresholds_.overfit_rise)
      << ", \"over_regularized_ratio\": " << JsonNumber(thresholds_.over_regularized_ratio)
-     << ", \"over_regularized_gap_ratio\": "
-     << JsonNumber(thresholds_.over_regularized_gap_ratio)
+     << ", \"over_regularized_gap_ratio\": " << JsonNumber(thresholds_.over_regularized_gap_ratio)
      << ", \"standard_errors\": " << JsonNumber(kStandardErrors)
      << ", \"leakage_fraction\": " << JsonNumber(thresholds_.leakage_fraction) << "},\n";
   os << "  \"leakage\": ";

@@ -80,8 +80,7 @@ Evaluator::Evaluator(const v1::ExperimentConfig& config, nn::Model& model,
       // A seeded choice, sorted so that probe mini-batches read the data in order.
       const uint64_t seed =
           a.has_probe_seed() ? a.probe_seed() : config_.training().seed() ^ 0x70726f6265ull;
-      std::vector<int64_t> order =
-          data::EpochPermutation(seed, /*epoch=*/0, probe_source_->size());
+      std::vector<int64_t> order = data::EpochPermutation(seed, /*epoch=*/0, probe_source_->size());
       probe_.assign(order.begin(), order.begin() + probe_n);
       std::sort(probe_.begin(), probe_.end());
     }
@@ -259,8 +258,7 @@ void Evaluator::RecomputeBatchNormStatistics(int64_t batches, int epoch) {
     data::GatherBatch(*probe_source_, ids, images_.data(), labels_.data());
     const nn::StepContext ctx{nn::Mode::kRecomputeStatistics, config_.training().seed(),
                               kRecomputeMaskEpoch, ids};
-    model_.Forward(ctx, images_.data(),
-                   std::span<const int32_t>(labels_.data(), ids.size()));
+    model_.Forward(ctx, images_.data(), std::span<const int32_t>(labels_.data(), ids.size()));
     counted += 1;
   }
   model_.Synchronize();
@@ -273,8 +271,7 @@ void Evaluator::RecomputeBatchNormStatistics(int64_t batches, int epoch) {
   }
 }
 
-void Evaluator::SetGapTerms(const ProbeLosses& probes, const EvalResult& val,
-                            EpochRecord* record) {
+void Evaluator::SetGapTerms(const ProbeLosses& probes, const EvalResult& val, EpochRecord* record) {
   record->probe_train_loss = probes.train;
   record->probe_nodrop_loss = probes.nodrop;
   record->probe_eval_loss = probes.eval;

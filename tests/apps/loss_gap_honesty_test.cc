@@ -48,17 +48,16 @@ TEST(LossGapHonestyTest, StandardErrorsMatchTheScatterOverProbeSeeds) {
       (fs::path(EPOCHAL_SOURCE_DIR) / "configs" / "fashion_mnist_minivggnet.textproto").string();
   const fs::path out = tmp.path() / "run";
   // One epoch on 2,000 samples: dropout, batch norm and a loss far from zero.
-  const Outcome trained = RunWithTimeout(
-      tmp.path(), 300,
-      {EPOCHAL_BINARY, "train", "--config", config, "--epochs", "1", "--limit-train", "2000",
-       "--limit-val", "200", "--threads", "1", "--out", out.string(), "--no-scan",
-       "--no-checkpoints"});
+  const Outcome trained =
+      RunWithTimeout(tmp.path(), 300,
+                     {EPOCHAL_BINARY, "train", "--config", config, "--epochs", "1", "--limit-train",
+                      "2000", "--limit-val", "200", "--threads", "1", "--out", out.string(),
+                      "--no-scan", "--no-checkpoints"});
   ASSERT_TRUE(trained.Succeeded()) << trained.Describe();
 
   // Each seed draws another 250 of 10,000 training samples.
-  const std::vector<std::string> quantities = {"probe_train_loss", "probe_eval_loss",
-                                               "gap_dropout", "gap_batchnorm",
-                                               "gap_regularization"};
+  const std::vector<std::string> quantities = {"probe_train_loss", "probe_eval_loss", "gap_dropout",
+                                               "gap_batchnorm", "gap_regularization"};
   const std::map<std::string, std::string> error_of = {
       {"probe_train_loss", "probe_train_loss_se"},
       {"probe_eval_loss", "probe_eval_loss_se"},
@@ -69,10 +68,9 @@ TEST(LossGapHonestyTest, StandardErrorsMatchTheScatterOverProbeSeeds) {
   for (int seed = 1; seed <= kSeeds; ++seed) {
     const Outcome run = RunWithTimeout(
         tmp.path(), 120,
-        {EPOCHAL_BINARY, "evaluate", "--config", config, "--weights",
-         (out / "weights.pb").string(), "--probe", "--probe-samples", "250", "--probe-seed",
-         std::to_string(seed), "--limit-train", "10000", "--limit-val", "200", "--threads", "1",
-         "--json"});
+        {EPOCHAL_BINARY, "evaluate", "--config", config, "--weights", (out / "weights.pb").string(),
+         "--probe", "--probe-samples", "250", "--probe-seed", std::to_string(seed), "--limit-train",
+         "10000", "--limit-val", "200", "--threads", "1", "--json"});
     ASSERT_TRUE(run.Succeeded()) << run.Describe();
     const auto numbers = ParseNumbers(run.out);
     for (const std::string& q : quantities) {

@@ -295,11 +295,12 @@ TEST_F(LossGapScenarioTest, HeavyDropoutAloneRaisesOverRegularized) {
 
 // The same with an L2 penalty on top: the cost holds both, and the finding too.
 TEST_F(LossGapScenarioTest, HeavyDropoutWithL2RaisesOverRegularized) {
-  const RunResult run = Train(First(RealTrain(), 3000), First(RealTest(), 1000),
-                              Config({{"rate: 0\\.25", "rate: 0.6"},
-                                      {"rate: 0\\.5", "rate: 0.6"},
-                                      {"momentum: 0\\.9\\b", "momentum: 0.9\n  weight_decay: 0.0005"}}),
-                              {"--epochs", "4"});
+  const RunResult run =
+      Train(First(RealTrain(), 3000), First(RealTest(), 1000),
+            Config({{"rate: 0\\.25", "rate: 0.6"},
+                    {"rate: 0\\.5", "rate: 0.6"},
+                    {"momentum: 0\\.9\\b", "momentum: 0.9\n  weight_decay: 0.0005"}}),
+            {"--epochs", "4"});
   ASSERT_FALSE(HasFailure());
   EXPECT_TRUE(run.Raised("OVER_REGULARIZED")) << run.Describe();
   const auto& last = run.history.history.epochs.back();
@@ -325,8 +326,8 @@ TEST_F(LossGapScenarioTest, ReferenceConfigOnCleanSubsetsRaisesNoFalseAlarm) {
 TEST_F(LossGapScenarioTest, FewStepsRaiseBatchNormLagWhichRecomputingRemoves) {
   const std::vector<std::pair<std::string, std::string>> no_dropout = {
       {"rate: 0\\.25", "rate: 0.0"}, {"rate: 0\\.5", "rate: 0.0"}};
-  const RunResult lag = Train(First(RealTrain(), 1000), First(RealTest(), 1000),
-                              Config(no_dropout), {"--epochs", "1"});
+  const RunResult lag = Train(First(RealTrain(), 1000), First(RealTest(), 1000), Config(no_dropout),
+                              {"--epochs", "1"});
   ASSERT_FALSE(HasFailure());
   EXPECT_TRUE(lag.Raised("BATCHNORM_LAG")) << lag.Describe();
   EXPECT_TRUE(Contains(lag.diagnosis, "459 steps")) << lag.diagnosis;
@@ -340,8 +341,8 @@ TEST_F(LossGapScenarioTest, FewStepsRaiseBatchNormLagWhichRecomputingRemoves) {
   EXPECT_FALSE(precise.Raised("BATCHNORM_LAG")) << precise.Describe();
   const auto& after = precise.history.history.epochs.back();
   EXPECT_LT(std::abs(*after.gap_batchnorm), 0.1) << precise.Describe();
-  EXPECT_GT(after.val_accuracy, before.val_accuracy + 0.1)
-      << lag.Describe() << "\n" << precise.Describe();
+  EXPECT_GT(after.val_accuracy, before.val_accuracy + 0.1) << lag.Describe() << "\n"
+                                                           << precise.Describe();
   // Training itself is the same run: only the statistics used for inference differ.
   EXPECT_EQ(after.loss, before.loss);
 }

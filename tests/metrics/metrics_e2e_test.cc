@@ -379,9 +379,8 @@ TEST(MetricsEndToEnd, RealPrometheusScrapesA2RankRunAndAnswersTheDashboard) {
   for (const char* term : {"timing", "dropout", "batchnorm", "regularization", "data"}) {
     ExpectClose(Scalar(prom_port, std::string("epochal_gap_loss{term=\"") + term + "\"}", t),
                 num(last, (std::string("gap_") + term).c_str()), term);
-    ExpectClose(
-        Scalar(prom_port, std::string("epochal_gap_loss_stderr{term=\"") + term + "\"}", t),
-        num(last, (std::string("gap_") + term + "_se").c_str()), term);
+    ExpectClose(Scalar(prom_port, std::string("epochal_gap_loss_stderr{term=\"") + term + "\"}", t),
+                num(last, (std::string("gap_") + term + "_se").c_str()), term);
   }
   ExpectClose(Scalar(prom_port, "epochal_images_per_second", t), num(last, "images_per_second"),
               "images_per_second");

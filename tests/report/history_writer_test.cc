@@ -94,20 +94,21 @@ TEST(HistoryWriterTest, EpochKeysInDocumentedOrder) {
 TEST(HistoryWriterTest, EmptyConfigIsEmptyObject) {
   train::History h;
   EXPECT_EQ(HistoryJson(h),
-            "{\n  \"config\": {},\n  \"epochs\": [],\n  \"world_size\": 1,\n"
-            "  \"control_events\": [],\n  \"batches\": []\n}\n");
+            "{\n  \"config\": {},\n  \"epochs\": [],\n  \"absent_terms\": [],\n"
+            "  \"world_size\": 1,\n  \"control_events\": [],\n  \"batches\": []\n}\n");
   EXPECT_EQ(HistoryJson(h, 0),
-            "{\"config\":{},\"epochs\":[],\"world_size\":1,\"control_events\":[],"
-            "\"batches\":[]}\n");
+            "{\"config\":{},\"epochs\":[],\"absent_terms\":[],\"world_size\":1,"
+            "\"control_events\":[],\"batches\":[]}\n");
 }
 
 TEST(HistoryWriterTest, CsvHeadersAreExact) {
   const train::History h;
   EXPECT_EQ(HistoryCsv(h),
-            "epoch,loss,accuracy,val_loss,val_accuracy,probe_train_loss,probe_eval_loss,"
-            "gap_timing,gap_regularization,gap_data,aligned_train_loss,seconds,"
-            "images_per_second,lr,findings\n");
-  EXPECT_EQ(BatchesCsv(h), "epoch_progress,loss,lr\n");
+            "epoch,loss,accuracy,val_loss,val_accuracy,probe_train_loss,probe_nodrop_loss,"
+            "probe_eval_loss,gap_timing,gap_dropout,gap_batchnorm,gap_data,gap_regularization,"
+            "gap_timing_se,gap_dropout_se,gap_batchnorm_se,gap_data_se,gap_regularization_se,"
+            "aligned_train_loss,seconds,images_per_second,lr,epoch_fraction,findings\n");
+  EXPECT_EQ(BatchesCsv(h), "epoch_progress,loss,lr,samples\n");
 }
 
 TEST(HistoryWriterTest, CsvRowsUseEmptyCellsForNullAndQuoteFindings) {
@@ -115,13 +116,13 @@ TEST(HistoryWriterTest, CsvRowsUseEmptyCellsForNullAndQuoteFindings) {
   const std::string csv = HistoryCsv(h);
   const size_t row1 = csv.find('\n') + 1;
   const size_t row2 = csv.find('\n', row1) + 1;
-  EXPECT_EQ(csv.substr(row2), "2,0.3396,0,,0,,,,,,,0,0,0,\n");
+  EXPECT_EQ(csv.substr(row2), "2,0.3396,0,,0,,,,,,,,,,,,,,,0,0,0,1,\n");
   EXPECT_EQ(csv.substr(row1, 4), "1,0.");
   // Findings joined with ';', quoted because they hold ',' and '"'.
   EXPECT_NE(csv.find(",\"TIMING: gap -0.11;REGULARIZATION: \"\"dropout\"\", L2\"\n"),
             std::string::npos)
       << csv;
-  EXPECT_EQ(BatchesCsv(h), "epoch_progress,loss,lr\n0.5,0.7,0.01\n1,0.25,0.0099\n");
+  EXPECT_EQ(BatchesCsv(h), "epoch_progress,loss,lr,samples\n0.5,0.7,0.01,0\n1,0.25,0.0099,0\n");
 }
 
 TEST(HistoryWriterTest, WritesThreeFilesAtomically) {

@@ -542,7 +542,7 @@ TEST(PlotsTest, GapSkipsEpochsWithoutTheTerms) {
   h.epochs[2].gap_data.reset();
   const std::string doc = GapSvg(h);
   EXPECT_EQ(CheckWellFormed(doc), "");
-  EXPECT_EQ(Tags(doc, "rect", "bar").size(), 12u);
+  EXPECT_EQ(Tags(doc, "rect", "bar").size(), 16u);  // 4 epochs x 4 terms
   for (const std::string& bar : Tags(doc, "rect", "bar")) EXPECT_NE(Attr(bar, "data-x"), "3");
   EXPECT_EQ(PolylinePoints(Polyline(doc, kTotalGapLabel)).size(), 4u);
 }

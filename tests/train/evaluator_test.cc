@@ -131,11 +131,10 @@ TEST(EvaluatorTest, TermsTheModelCannotHaveAreExactlyZero) {
   v1::ExperimentConfig config = SmallNet();
   // No dropout, no batch norm, no L2.
   auto* layers = config.mutable_model()->mutable_layers();
-  layers->erase(std::remove_if(layers->begin(), layers->end(),
-                               [](const v1::LayerSpec& l) {
-                                 return l.has_dropout() || l.has_batch_norm();
-                               }),
-                layers->end());
+  layers->erase(
+      std::remove_if(layers->begin(), layers->end(),
+                     [](const v1::LayerSpec& l) { return l.has_dropout() || l.has_batch_norm(); }),
+      layers->end());
   config.mutable_optimizer()->set_weight_decay(0);
   const data::Dataset train = LoadFashionMnist(true, 640), val = LoadFashionMnist(false, 200);
   const dist::Communicator solo = dist::Communicator::Solo();
