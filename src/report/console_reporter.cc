@@ -73,8 +73,11 @@ void RunFilesWriter::OnTrainingEnd(const train::History& history,
   if (diagnosis_ != nullptr) {
     WriteFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
   }
-  WriteFileAtomic(std::filesystem::path(dir_) / "report.txt",
-                  ClassificationReport(validation.confusion, class_names_));
+  // A stopped run has no validation of its last weights (the resumed run writes it).
+  if (!validation.confusion.empty()) {
+    WriteFileAtomic(std::filesystem::path(dir_) / "report.txt",
+                    ClassificationReport(validation.confusion, class_names_));
+  }
 }
 
 }  // namespace epochal::report

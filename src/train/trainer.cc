@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -431,6 +432,10 @@ const History& Trainer::Run() {
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
     if (comm_->size() > 1 && !config_.training().sync_batch_norm()) AverageRunningStatistics();
+    // A stop (signal or control word) was checkpointed at its step boundary; validating
+    // and probing the partial epoch would only delay the exit past a launcher's grace
+    // period. That epoch's evaluation belongs to the run that resumes it.
+    if (stopped_) break;
     val = evaluator_->MeasureEpoch(val_set_, &record, [&] {
       if (faults_.kill_in_validation == epoch && comm_->is_root()) KillSelf();
     });
@@ -450,7 +455,13 @@ const History& Trainer::Run() {
   }
   resuming_ = false;
   // Resumed from the end of training: nothing ran, but the observers want a validation.
-  if (val.confusion.empty()) val = evaluator_->Evaluate(val_set_);
+  // After a stop they get none (an empty confusion matrix): the weights moved on since the
+  // last one.
+  if (stopped_) {
+    val = EvalResult{};
+  } else if (val.confusion.empty()) {
+    val = evaluator_->Evaluate(val_set_);
+  }
   for (auto* o : observers_) o->OnTrainingEnd(state_.history, val);
   return state_.history;
 }
@@ -460,6 +471,7 @@ void Trainer::EnableCheckpoints(CheckpointStore* store_at_root) {
   checkpoint_store_ = comm_->is_root() ? store_at_root : nullptr;
   EPOCHAL_CHECK(!checkpoints_ || !comm_->is_root() || checkpoint_store_ != nullptr,
                 "rank 0 needs a checkpoint store");
+  if (checkpoint_store_ != nullptr) state_.run_id = checkpoint_store_->run_id();
 }
 
 void Trainer::WriteCheckpoint(const std::string& reason) {
@@ -470,8 +482,10 @@ void Trainer::WriteCheckpoint(const std::string& reason) {
   ++checkpoint_writes_;
   std::function<void()> hook;
   if (faults_.kill_in_checkpoint_write == checkpoint_writes_) hook = [] { KillSelf(); };
+  std::function<void(const std::filesystem::path&)> written;
+  if (faults_.corrupt_checkpoint_write == checkpoint_writes_) written = CorruptFile;
   try {
-    const auto path = checkpoint_store_->Save(c, hook);
+    const auto path = checkpoint_store_->Save(c, hook, written);
     EPOCHAL_LOG(kInfo, "checkpoint ", path.string(), " (", reason, ", epoch ", state_.epoch,
                 ", batch ", state_.batches_done, ", global step ", state_.global_step, "; ",
                 std::chrono::duration<double>(Clock::now() - start).count(), " s)");

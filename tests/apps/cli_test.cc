@@ -615,7 +615,9 @@ TEST_F(CliTest, OutputThatIsARegularFileFails) {
 TEST_F(CliTest, UnwritableRunFileFails) {
   // A directory where a run file goes: every write of weights.pb fails.
   fs::create_directories(out_dir() / "weights.pb");
-  ExpectCleanFailure(Train({"--epochs", "1"}), {(out_dir() / "weights.pb").string()});
+  // --overwrite: a directory that is not empty is otherwise refused before training.
+  ExpectCleanFailure(Train({"--epochs", "1", "--overwrite"}),
+                     {(out_dir() / "weights.pb").string()});
 }
 
 // ---------------------------------------------------------------------------------------
