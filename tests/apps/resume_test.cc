@@ -281,8 +281,9 @@ TEST(ResumeTest, NanInOneRanksGradientStopsEveryRankAndWritesNoCheckpoint) {
   for (const auto& e : fs::directory_iterator(out / "checkpoints")) {
     names.push_back(e.path().filename().string());
   }
-  EXPECT_EQ(names, std::vector<std::string>{"ckpt-0000000004-a.epck"});
+  ASSERT_EQ(names.size(), 1u);
   const v1::Checkpoint good = train::ReadCheckpointFile(out / "checkpoints" / names.front());
+  EXPECT_EQ(names.front(), "ckpt-" + good.run_id() + "-0000000004-a.epck");
   for (const auto& t : good.weights().tensors()) {
     for (float v : t.values()) ASSERT_TRUE(std::isfinite(v)) << t.name();
   }
