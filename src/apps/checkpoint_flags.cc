@@ -100,6 +100,22 @@ std::optional<fs::path> NewestRunOfConfig(const fs::path& parent,
   return best;
 }
 
+// What in `dir` belongs to a run, sorted: every entry but config.textproto and a
+// checkpoints/ without checkpoints, which a run that failed at start-up leaves behind.
+std::vector<std::string> RunDirContents(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return names;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "config.textproto") continue;
+    if (name == "checkpoints" && train::CheckpointCandidates(entry.path()).empty()) continue;
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 // Quoted for a POSIX shell when it holds anything but safe characters.
 std::string ShellWord(const std::string& word) {
   const bool safe = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
@@ -167,13 +183,9 @@ std::string PrepareRunDir(const Flags& f, const v1::ExperimentConfig& config) {
     out = NewRunDir();
   }
   std::error_code ec;
-  if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !resume) {
+  const std::vector<std::string> names = RunDirContents(out);
+  if (!names.empty() && !resume) {
     if (!overwrite) {
-      std::vector<std::string> names;
-      for (const auto& entry : fs::directory_iterator(out, ec)) {
-        names.push_back(entry.path().filename().string());
-      }
-      std::sort(names.begin(), names.end());
       std::string held;
       for (size_t i = 0; i < names.size() && i < 4; ++i) held += (i > 0 ? ", " : "") + names[i];
       if (names.size() > 4) held += StrCat(" and ", names.size() - 4, " more");

@@ -36,9 +36,11 @@ void ApplyCheckpointFlags(const Flags& f, v1::ExperimentConfig* config);
 // Rank 0, during start-up: the run directory, created. --out if given; else, with
 // `--resume auto`, the run of this config under runs/ whose newest checkpoint is the
 // newest (said on stdout; none: a new directory); else a new runs/<timestamp>. A
-// directory that is not empty is refused (InputError naming it and both flags) unless
-// --resume continues its run or --overwrite starts a new one there, which removes the
-// earlier run's kRunFiles (its checkpoints stay, told apart by their run id).
+// directory that holds a run (anything but a config.textproto and a checkpoints/ without
+// checkpoints, which a run that failed at start-up leaves) is refused (InputError naming
+// it and both flags) unless --resume continues its run or --overwrite starts a new one
+// there, which removes the earlier run's kRunFiles (its checkpoints stay, told apart by
+// their run id).
 std::string PrepareRunDir(const Flags& f, const v1::ExperimentConfig& config);
 
 struct CheckpointSetup {
