@@ -384,6 +384,10 @@ TEST(ControlMpiTest, SetLearningRateTakesEffectAtOneStepOnEveryRank) {
   const Struct status = ctl.Status();
   EXPECT_EQ(Number(status, "learning_rate"), 0.005);  // Exactly what was asked for.
   EXPECT_TRUE(Field(status, "learning_rate_overridden").bool_value());
+  // Into epoch 2, so that epoch 1 (the new rate from step `from` on) is validated with its
+  // replica hashes: a stop does not evaluate the epoch it stops in.
+  constexpr int64_t kStepsPerEpoch = 125;
+  ctl.WaitForStep(kStepsPerEpoch + 1);
 
   const Outcome stopped = ctl({"stop"});
   ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();
