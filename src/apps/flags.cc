@@ -56,6 +56,13 @@ bool Flags::Parse(int argc, char** argv, int first) {
   return true;
 }
 
+bool Flags::IsSwitch(const std::string& name) const {
+  for (const auto& s : specs_) {
+    if (s.name == name) return s.is_switch;
+  }
+  return false;
+}
+
 std::optional<std::string> Flags::Get(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return std::nullopt;

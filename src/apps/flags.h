@@ -27,6 +27,8 @@ class Flags {
   bool Parse(int argc, char** argv, int first);
 
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  // True when `name` is a declared switch (it takes no value).
+  bool IsSwitch(const std::string& name) const;
   std::optional<std::string> Get(const std::string& name) const;
   // Typed getters; InputError names the flag and the bad text.
   std::optional<int64_t> GetInt(const std::string& name, int64_t min_value,

@@ -1,7 +1,6 @@
 // `epochal train`.
 #include <omp.h>
 
-#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -37,14 +36,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string DefaultRunDir() {
-  const std::time_t now = std::time(nullptr);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return std::string("runs/") + stamp;
-}
-
-// Saves weights.pb after every epoch, so an interrupted run keeps its last epoch.
+// Saves weights.pb after every epoch, so an interrupted run keeps its last epoch, and
+// after a stop (the weights it stopped with; their epoch is not validated).
 class WeightsSaver final : public train::TrainingObserver {
  public:
   WeightsSaver(train::Trainer& trainer, std::string name, std::string path)
@@ -52,6 +45,11 @@ class WeightsSaver final : public train::TrainingObserver {
   void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult&,
                   const train::History&) override {
     train::SaveWeights(trainer_.model(), name_, record.epoch, path_);
+  }
+  void OnTrainingEnd(const train::History& history, const train::EvalResult&) override {
+    if (trainer_.stopped()) {
+      train::SaveWeights(trainer_.model(), name_, static_cast<int>(history.epochs.size()), path_);
+    }
   }
 
  private:
@@ -72,7 +70,8 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("batch-size", "N", "samples per step and rank", "config's training.batch_size");
   f.Value("lr", "X", "initial learning rate", "config's optimizer.learning_rate");
   f.Value("seed", "S", "seed for initialization, shuffling and dropout", "config's seed");
-  f.Value("out", "DIR", "output directory", "runs/<timestamp>");
+  f.Value("out", "DIR", "output directory; one that is not empty needs --resume or --overwrite",
+          "runs/<timestamp>");
   f.Value("limit-train", "N", "use only the first N training samples", "all");
   f.Switch("sync-batch-norm", "synchronize batch-norm statistics over ranks");
   f.Switch("fixed-global-batch", "--batch-size is the global batch, shared by the ranks");
@@ -125,14 +124,13 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     train::ValidateExperimentConfig(config, *f.Get("config") + " (with command-line flags)",
                                     nullptr);
     if (comm.is_root()) {
-      out = f.Get("out").value_or(DefaultRunDir());
-      std::error_code ec;
-      fs::create_directories(out, ec);
-      if (ec) throw InputError("cannot create output directory " + out + ": " + ec.message());
+      out = PrepareRunDir(f, config);
+      // The checkpoint to resume is chosen (and may be refused) before config.textproto,
+      // which says what run the directory holds, is replaced.
+      checkpoints = PrepareCheckpoints(f, config, out, comm.size());
       std::string text;
       google::protobuf::TextFormat::PrintToString(config, &text);
       WriteFileAtomic(fs::path(out) / "config.textproto", text);
-      checkpoints = PrepareCheckpoints(f, config, out, comm.size());
     }
     train_set = LoadSplit(config, true);
     val_set = LoadSplit(config, false);
@@ -214,23 +212,36 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
     if (exporter) AttachMetrics(f, *exporter, trainer, out, config);
   }
   trainer.Run();
-  const train::EvalResult final_val = trainer.evaluator().Evaluate(val_set);
+  // A stop ends without a validation (the resumed run does it), so the ranks exit within
+  // a launcher's grace period; every rank knows it stopped.
+  const train::EvalResult final_val =
+      trainer.stopped() ? train::EvalResult{} : trainer.evaluator().Evaluate(val_set);
   if (comm.size() > 1) {
     EPOCHAL_LOG(kInfo, "rank ", comm.rank(), ": finished after global step ", trainer.global_step(),
                 trainer.stopped() ? " (stopped by control word)" : "");
   }
-  if (comm.is_root() && trainer.stopped() && train::StopSignalReceived()) {
-    std::cout << "epochal: stopped on signal " << train::StopSignalNumber() << " after global step "
-              << trainer.global_step()
-              << (config.checkpoint().disabled() ? " (checkpoints are disabled)"
-                                                 : "; continue with --resume auto")
-              << "\n";
+  if (comm.is_root() && trainer.stopped()) {
+    const std::string why = train::StopSignalReceived()
+                                ? "on signal " + std::to_string(train::StopSignalNumber())
+                                : std::string("by a stop control word");
+    std::cout << "epochal: stopped " << why << " after global step " << trainer.global_step();
+    if (config.checkpoint().disabled()) {
+      std::cout << " (checkpoints are disabled)\n";
+    } else {
+      std::cout << "; continue with"
+                << (comm.size() > 1
+                        ? " (under the same launcher, " + std::to_string(comm.size()) + " ranks)"
+                        : std::string())
+                << ":\n  " << ResumeCommand(f, argc, argv, out) << "\n";
+    }
   }
   if (comm.is_root()) {
-    std::cout << "\nClassification report (validation):\n"
-              << report::ClassificationReport(final_val.confusion, class_names)
-              << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,report.txt,"
-              << "weights.pb}\n";
+    if (!final_val.confusion.empty()) {
+      std::cout << "\nClassification report (validation):\n"
+                << report::ClassificationReport(final_val.confusion, class_names);
+    }
+    std::cout << "\nRun files: " << out << "/{history.json,history.csv,batches.csv,"
+              << (final_val.confusion.empty() ? "" : "report.txt,") << "weights.pb}\n";
     if (exporter) LingerForMetrics(f, *exporter);
     if (page) LingerForDashboard(f, *page);
   }

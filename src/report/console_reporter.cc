@@ -36,6 +36,12 @@ void ConsoleReporter::OnEpochEnd(const train::EpochRecord& record, const train::
   out_.flush();
 }
 
+void ConsoleReporter::OnTrainingEnd(const train::History&, const train::EvalResult&) {
+  if (bar_ && interactive_) out_ << "\n";
+  bar_.reset();
+  out_.flush();
+}
+
 std::string RankTimingLine(const train::EpochRecord& record) {
   double step = 0, wait = 0, allreduce = 0, data = 0, straggler = 0;
   for (const auto& t : record.rank_timings) {
@@ -73,7 +79,7 @@ void RunFilesWriter::OnTrainingEnd(const train::History& history,
   if (diagnosis_ != nullptr) {
     WriteFileAtomic(std::filesystem::path(dir_) / "diagnosis.json", diagnosis_->Json(history));
   }
-  // A run stopped in its first epoch was never validated.
+  // A stopped run has no validation of its last weights (the resumed run writes it).
   if (!validation.confusion.empty()) {
     WriteFileAtomic(std::filesystem::path(dir_) / "report.txt",
                     ClassificationReport(validation.confusion, class_names_));

@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "epochal/core/error.h"
@@ -40,6 +41,8 @@ FaultPlan FaultPlan::Parse(const std::string& spec) {
       plan.kill_in_validation = static_cast<int>(ToInt(value, entry));
     } else if (key == "kill-in-checkpoint-write") {
       plan.kill_in_checkpoint_write = static_cast<int>(ToInt(value, entry));
+    } else if (key == "corrupt-checkpoint-write") {
+      plan.corrupt_checkpoint_write = static_cast<int>(ToInt(value, entry));
     } else if (key == "term-after-step") {
       plan.term_after_step = ToInt(value, entry);
     } else if (key == "nan-grad") {
@@ -67,6 +70,17 @@ FaultPlan FaultPlan::FromEnvironment() {
 void KillSelf() {
   std::raise(SIGKILL);
   std::abort();
+}
+
+void CorruptFile(const std::filesystem::path& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(0, std::ios::end);
+  const std::streamoff middle = f.tellg() / 2;
+  char byte = 0;
+  f.seekg(middle);
+  f.get(byte);
+  f.seekp(middle);
+  f.put(static_cast<char>(~byte));
 }
 
 }  // namespace epochal::train

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -460,10 +461,12 @@ const History& Trainer::Run() {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(epoch, &record);
-    if (stopped_ && state_.batches_done < BatchesPerEpoch()) {
-      // Stopped part-way: keep the training figures of the steps that ran, marked with
-      // their share of the epoch; validation, probes and findings belong to the resumed
-      // run, which completes the epoch (docs/loss-gap.md, "Partial epochs").
+    if (stopped_) {
+      // A stop (signal or control word) was checkpointed at its step boundary; validating
+      // and probing the partial epoch would only delay the exit past a launcher's grace
+      // period. That epoch's evaluation belongs to the run that resumes it. What ran is
+      // kept as the partial epoch: its training figures and its share of the epoch, never
+      // diagnosed (docs/loss-gap.md, "Partial epochs").
       record.epoch_fraction =
           static_cast<double>(state_.batches_done) / static_cast<double>(BatchesPerEpoch());
       record.val_loss = record.val_accuracy = std::numeric_limits<double>::quiet_NaN();
@@ -490,8 +493,13 @@ const History& Trainer::Run() {
   }
   resuming_ = false;
   // Resumed from the end of training: nothing ran, but the observers want a validation.
-  // A stop exits without one (the last complete epoch's, if any, is passed on).
-  if (val.confusion.empty() && !stopped_) val = evaluator_->Evaluate(val_set_);
+  // After a stop they get none (an empty confusion matrix): the weights moved on since the
+  // last one.
+  if (stopped_) {
+    val = EvalResult{};
+  } else if (val.confusion.empty()) {
+    val = evaluator_->Evaluate(val_set_);
+  }
   for (auto* o : observers_) o->OnTrainingEnd(state_.history, val);
   return state_.history;
 }
@@ -501,6 +509,7 @@ void Trainer::EnableCheckpoints(CheckpointStore* store_at_root) {
   checkpoint_store_ = comm_->is_root() ? store_at_root : nullptr;
   EPOCHAL_CHECK(!checkpoints_ || !comm_->is_root() || checkpoint_store_ != nullptr,
                 "rank 0 needs a checkpoint store");
+  if (checkpoint_store_ != nullptr) state_.run_id = checkpoint_store_->run_id();
 }
 
 void Trainer::WriteCheckpoint(const std::string& reason, bool paused) {
@@ -521,8 +530,10 @@ void Trainer::WriteCheckpoint(const std::string& reason, bool paused) {
   ++checkpoint_writes_;
   std::function<void()> hook;
   if (faults_.kill_in_checkpoint_write == checkpoint_writes_) hook = [] { KillSelf(); };
+  std::function<void(const std::filesystem::path&)> written;
+  if (faults_.corrupt_checkpoint_write == checkpoint_writes_) written = CorruptFile;
   try {
-    const auto path = checkpoint_store_->Save(c, hook);
+    const auto path = checkpoint_store_->Save(c, hook, written);
     EPOCHAL_LOG(kInfo, "checkpoint ", path.string(), " (", reason, ", epoch ", state_.epoch,
                 ", batch ", state_.batches_done, ", global step ", state_.global_step, "; ",
                 std::chrono::duration<double>(Clock::now() - start).count(), " s)");

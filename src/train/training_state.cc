@@ -147,6 +147,7 @@ v1::Checkpoint SnapshotState(const v1::ExperimentConfig& config, const dist::Com
   *c.mutable_config() = config;
   c.set_world_size(comm.size());
   c.set_reason(reason);
+  c.set_run_id(state.run_id);
   const auto epochs_completed = static_cast<int32_t>(state.history.epochs.size());
   v1::TrainingPosition* pos = c.mutable_position();
   pos->set_epoch(state.epoch);
@@ -242,6 +243,7 @@ void RestoreState(const v1::Checkpoint& c, const dist::Communicator& comm, nn::M
                                   ? std::optional<double>(c.optimizer().learning_rate_override())
                                   : std::nullopt);
   FromProto(c.history(), &out->history);
+  out->run_id = c.run_id();
   out->epoch = pos.epoch();
   out->batches_done = pos.batches_done();
   out->global_step = pos.global_step();

@@ -33,7 +33,14 @@ void SaveWeights(nn::Model& model, const std::string& config_name, int epochs_co
     t->add_dims(static_cast<int64_t>(s->value.size()));
     t->mutable_values()->Add(s->value.begin(), s->value.end());
   }
-  WriteFileAtomic(path, w.SerializeAsString());
+  // As with checkpoints (CheckpointStore::Save): never write a file that does not parse.
+  const std::string bytes = w.SerializeAsString();
+  if (v1::ModelWeights back; !back.ParseFromString(bytes)) {
+    throw Error(path +
+                ": refusing to write weights that would not read back (a string field "
+                "that is not valid UTF-8 does this; protobuf's log above names it)");
+  }
+  WriteFileAtomic(path, bytes);
 }
 
 void LoadWeights(nn::Model& model, const std::string& path) {

@@ -519,7 +519,8 @@ TEST_F(MpiTrainTest, StopControlWordEndsAllRanksAtTheSameStep) {
   ASSERT_FALSE(HasFailure());
   const HistoryFile history(out);
   EXPECT_EQ(history.batches().size(), 7u);
-  EXPECT_EQ(history.epochs().size(), 1u) << "the stop came in epoch 1 of 3";
+  // The stop came in epoch 1 of 3, whose evaluation belongs to a resumed run.
+  EXPECT_EQ(history.epochs().size(), 0u);
   for (int rank : {0, 1}) {
     EXPECT_TRUE(Contains(o.err, "rank " + std::to_string(rank) +
                                     ": finished after global step 7 (stopped by control word)"))

@@ -15,7 +15,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -157,6 +159,30 @@ const RunResult& Reference(bool drop_control_events) {
   return drop_control_events ? without : with;
 }
 
+// The newest checkpoint in `out`/checkpoints (of the run written last).
+fs::path NewestCheckpoint(const fs::path& out) {
+  const auto candidates = train::CheckpointCandidates(out / "checkpoints");
+  EXPECT_FALSE(candidates.empty()) << out;
+  return candidates.empty() ? fs::path() : candidates.front();
+}
+
+struct HistoryCounts {
+  int epochs = -1, batches = -1;
+};
+
+// How many epoch and batch records history.json holds.
+HistoryCounts Count(const fs::path& history_json) {
+  Struct root;
+  const auto status =
+      google::protobuf::util::JsonStringToMessage(test::ReadFile(history_json), &root);
+  EXPECT_TRUE(status.ok()) << history_json << ": " << status.ToString();
+  HistoryCounts c;
+  const auto& f = root.fields();
+  if (auto it = f.find("epochs"); it != f.end()) c.epochs = it->second.list_value().values_size();
+  if (auto it = f.find("batches"); it != f.end()) c.batches = it->second.list_value().values_size();
+  return c;
+}
+
 bool HasTemporaries(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir)) {
     if (Contains(e.path().filename().string(), ".tmp.")) return true;
@@ -223,12 +249,18 @@ TEST(ResumeTest, SigtermCheckpointsExitsZeroAndResumesExactly) {
   const Outcome stopped = Train(out, "term-after-step=13");
   ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();
   EXPECT_TRUE(Contains(stopped.out, "stopped on signal 15 after global step 14")) << stopped.out;
-  const v1::Checkpoint at_stop =
-      train::ReadCheckpointFile(out / "checkpoints" / "ckpt-0000000014-a.epck");
+  const fs::path stop_file = NewestCheckpoint(out);
+  EXPECT_TRUE(stop_file.filename().string().ends_with("-0000000014-a.epck")) << stop_file;
+  const v1::Checkpoint at_stop = train::ReadCheckpointFile(stop_file);
   EXPECT_EQ(at_stop.reason(), "stop");
+  // The stop neither validated nor probed the partial epoch 2 (issue 14, item 6): the
+  // history holds epoch 1 and the 14 steps, and the resumed run evaluates epoch 2.
+  const HistoryCounts at_exit = Count(out / "history.json");
+  EXPECT_EQ(at_exit.epochs, 1);
+  EXPECT_EQ(at_exit.batches, 14);
   const Outcome resumed = Train(out, "", {"--resume", "auto"});
   ASSERT_TRUE(resumed.Succeeded()) << resumed.Describe();
-  EXPECT_TRUE(Contains(resumed.out, "ckpt-0000000014-a.epck")) << resumed.out;
+  EXPECT_TRUE(Contains(resumed.out, stop_file.filename().string())) << resumed.out;
   const RunResult r = Finish(out, true);
   EXPECT_EQ(r.digest, reference.digest);
   EXPECT_EQ(Differences(r.history, reference.history), "");
@@ -249,8 +281,9 @@ TEST(ResumeTest, NanInOneRanksGradientStopsEveryRankAndWritesNoCheckpoint) {
   for (const auto& e : fs::directory_iterator(out / "checkpoints")) {
     names.push_back(e.path().filename().string());
   }
-  EXPECT_EQ(names, std::vector<std::string>{"ckpt-0000000004-a.epck"});
+  ASSERT_EQ(names.size(), 1u);
   const v1::Checkpoint good = train::ReadCheckpointFile(out / "checkpoints" / names.front());
+  EXPECT_EQ(names.front(), "ckpt-" + good.run_id() + "-0000000004-a.epck");
   for (const auto& t : good.weights().tensors()) {
     for (float v : t.values()) ASSERT_TRUE(std::isfinite(v)) << t.name();
   }
@@ -258,6 +291,260 @@ TEST(ResumeTest, NanInOneRanksGradientStopsEveryRankAndWritesNoCheckpoint) {
   const Outcome refused = Train(out, "", {"--resume", "auto", "--batch-size", "16"});
   EXPECT_EQ(refused.exited ? refused.code : -1, 2) << refused.Describe();
   EXPECT_TRUE(Contains(refused.err, "training.batch_size")) << refused.err;
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 14, items 1-3 and 6, on one rank (no launcher): 320 training samples, 10 steps of
+// 32 per epoch, checkpoints every 4 steps.
+
+constexpr int kSoloStepsPerEpoch = 10;
+
+// `epochal train` in the working directory `cwd` (through `env -C`), output captured in
+// `scratch`; the flags every solo run shares, then `extra`.
+Outcome TrainSolo(const fs::path& scratch, const fs::path& cwd,
+                  const std::vector<std::string>& extra, const std::string& fault = "") {
+  std::vector<std::string> command = {"env",
+                                      "-C",
+                                      cwd.string(),
+                                      kBinary,
+                                      "train",
+                                      "--config",
+                                      ConfigPath(),
+                                      "--data-dir",
+                                      kDataDir,
+                                      "--limit-train",
+                                      "320",
+                                      "--limit-val",
+                                      "64",
+                                      "--batch-size",
+                                      "32",
+                                      "--threads",
+                                      "1",
+                                      "--no-scan",
+                                      "--checkpoint-every-steps",
+                                      "4"};
+  command.insert(command.end(), extra.begin(), extra.end());
+  return test::RunWithTimeout(scratch, kTimeoutSeconds, command, {"EPOCHAL_FAULT=" + fault});
+}
+
+// The run ids of the checkpoints in `dir`, with how many files each has (best included).
+std::map<std::string, int> RunsIn(const fs::path& dir) {
+  std::map<std::string, int> runs;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (auto name = train::ParseCheckpointName(e.path().filename().string())) ++runs[name->run_id];
+  }
+  return runs;
+}
+
+// The line after "continue with...:" in `out`, without its indentation, split at spaces.
+std::vector<std::string> HintedCommand(const std::string& out) {
+  const size_t at = out.find("; continue with:\n  ");
+  if (at == std::string::npos) return {};
+  const size_t begin = at + std::string("; continue with:\n  ").size();
+  const std::string line = out.substr(begin, out.find('\n', begin) - begin);
+  std::vector<std::string> words;
+  std::istringstream in(line);
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+// Item 1: a checkpoint that does not read back after writing ends the run naming it, and
+// retention has not yet rotated the previous one away; `--resume auto` over checkpoints of
+// which none can be read is an error naming each file, not a fresh start.
+TEST(ResumeTest, UnreadableCheckpointsAreAnErrorNotAFreshStart) {
+  REQUIRE_FASHION_MNIST();
+  TempDir dir("epochal_unreadable");
+  const fs::path out = dir.path() / "run";
+  // Keep only one checkpoint: had the bad second one counted, the good first would be gone.
+  const Outcome bad_write = TrainSolo(
+      dir.path(), dir.path(), {"--out", out.string(), "--epochs", "1", "--keep-checkpoints", "1"},
+      "corrupt-checkpoint-write=2");
+  EXPECT_TRUE(bad_write.exited && bad_write.code == 1) << bad_write.Describe();
+  EXPECT_TRUE(Contains(bad_write.err, "-0000000008-a.epck does not read back after writing"))
+      << bad_write.err;
+  std::vector<fs::path> left;
+  for (const auto& e : fs::directory_iterator(out / "checkpoints")) left.push_back(e.path());
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left[0].filename().string().ends_with("-0000000004-a.epck")) << left[0];
+  EXPECT_NO_THROW(train::ReadCheckpointFile(left[0]));
+
+  // Now spoil that one too: nothing can be resumed, and saying so is an error.
+  std::string bytes = test::ReadFile(left[0]);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x5a);
+  std::ofstream(left[0], std::ios::binary | std::ios::trunc) << bytes;
+  const Outcome resumed = TrainSolo(dir.path(), dir.path(),
+                                    {"--out", out.string(), "--epochs", "1", "--resume", "auto"});
+  EXPECT_TRUE(resumed.exited && resumed.code == 2) << resumed.Describe();
+  EXPECT_TRUE(Contains(resumed.err, "--resume auto: none of the 1 checkpoints in " +
+                                        (out / "checkpoints").string() + " can be continued"))
+      << resumed.err;
+  EXPECT_TRUE(
+      Contains(resumed.err,
+               left[0].string() + ": not a good checkpoint: payload checksum (CRC32C) mismatch"))
+      << resumed.err;
+  EXPECT_FALSE(Contains(resumed.out, "starting from the beginning")) << resumed.out;
+  EXPECT_FALSE(Contains(resumed.out, "Epoch 1/1")) << resumed.out;
+}
+
+// Item 2: a second run in the same --out is refused unless it says --overwrite; with it,
+// each run keeps its own last three checkpoints however the step numbers compare, and
+// `--resume auto` continues the run whose config it has. A checkpoint from before run ids
+// still resumes, bitwise like the run it came from.
+TEST(ResumeTest, ReusedOutNeedsOverwriteAndRunsStayApart) {
+  REQUIRE_FASHION_MNIST();
+  TempDir dir("epochal_reuse");
+  const fs::path out = dir.path() / "run";
+  const fs::path ckpts = out / "checkpoints";
+  const Outcome a = TrainSolo(dir.path(), dir.path(), {"--out", out.string(), "--epochs", "2"});
+  ASSERT_TRUE(a.Succeeded()) << a.Describe();
+  const std::string a_id = train::ReadCheckpointFile(NewestCheckpoint(out)).run_id();
+  ASSERT_EQ(a_id.size(), 8u);
+  const std::string a_history = test::ReadFile(out / "history.json");
+
+  const std::vector<std::string> b_flags = {"--out", out.string(), "--lr", "0.02"};
+  auto with = [&b_flags](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), b_flags.begin(), b_flags.end());
+    return extra;
+  };
+  const Outcome refused = TrainSolo(dir.path(), dir.path(), with({"--epochs", "1"}));
+  EXPECT_TRUE(refused.exited && refused.code == 2) << refused.Describe();
+  for (const std::string& part : std::vector<std::string>{"--out " + out.string() + " is not empty",
+                                                          "--resume auto", "--overwrite"}) {
+    EXPECT_TRUE(Contains(refused.err, part)) << part << " not in:\n" << refused.err;
+  }
+  EXPECT_EQ(test::ReadFile(out / "history.json"), a_history) << "the refused run wrote files";
+
+  const Outcome b = TrainSolo(dir.path(), dir.path(), with({"--epochs", "1", "--overwrite"}));
+  ASSERT_TRUE(b.Succeeded()) << b.Describe();
+  const fs::path b_end = NewestCheckpoint(out);
+  const std::string b_id = train::ReadCheckpointFile(b_end).run_id();
+  ASSERT_NE(b_id, a_id);
+  EXPECT_EQ(b_end.filename().string(), "ckpt-" + b_id + "-0000000010-b.epck");
+  // A: steps 16, 20, 20 (epoch end) and its best; B: 4, 8, 10 (epoch end) and its best.
+  EXPECT_EQ(RunsIn(ckpts), (std::map<std::string, int>{{a_id, 4}, {b_id, 4}}));
+  EXPECT_NE(test::ReadFile(out / "history.json"), a_history) << "B's history is not in --out";
+
+  // B's config continues B, A's continues A, each saying which run it took.
+  const Outcome b_more =
+      TrainSolo(dir.path(), dir.path(), with({"--epochs", "2", "--resume", "auto"}));
+  ASSERT_TRUE(b_more.Succeeded()) << b_more.Describe();
+  EXPECT_TRUE(Contains(b_more.out, "resuming from " + b_end.string() + " (run " + b_id))
+      << b_more.out;
+  const fs::path b_final = ckpts / ("ckpt-" + b_id + "-0000000020-b.epck");
+  EXPECT_TRUE(fs::exists(b_final));
+  EXPECT_EQ(RunsIn(ckpts), (std::map<std::string, int>{{a_id, 4}, {b_id, 4}}));
+  const Outcome a_again = TrainSolo(dir.path(), dir.path(),
+                                    {"--out", out.string(), "--epochs", "2", "--resume", "auto"});
+  ASSERT_TRUE(a_again.Succeeded()) << a_again.Describe();
+  EXPECT_TRUE(Contains(a_again.out, "-0000000020-b.epck (run " + a_id)) << a_again.out;
+  EXPECT_TRUE(Contains(a_again.err, "different config")) << "no word on passing over B:\n"
+                                                         << a_again.err;
+
+  // A checkpoint as written before run ids: B's step-16 one with the id cleared, under
+  // the old name, in a directory of its own.
+  v1::Checkpoint old = train::ReadCheckpointFile(ckpts / ("ckpt-" + b_id + "-0000000016-a.epck"));
+  old.set_run_id("");
+  const fs::path legacy = dir.path() / "legacy";
+  fs::create_directories(legacy / "checkpoints");
+  std::ofstream(legacy / "checkpoints" / "ckpt-0000000016-a.epck", std::ios::binary)
+      << train::EncodeCheckpoint(old);
+  const Outcome from_old =
+      TrainSolo(dir.path(), dir.path(),
+                {"--out", legacy.string(), "--lr", "0.02", "--epochs", "2", "--resume", "auto"});
+  ASSERT_TRUE(from_old.Succeeded()) << from_old.Describe();
+  EXPECT_TRUE(Contains(from_old.out, "ckpt-0000000016-a.epck (no run id")) << from_old.out;
+  const fs::path old_final = legacy / "checkpoints" / "ckpt-0000000020-b.epck";
+  ASSERT_TRUE(fs::exists(old_final)) << "a resumed old run keeps the old names";
+  EXPECT_EQ(train::StateDigest(train::ReadCheckpointFile(old_final)),
+            train::StateDigest(train::ReadCheckpointFile(b_final)));
+}
+
+// Items 3 and 6: a run without --out stopped by SIGTERM exits 0 without evaluating its
+// partial epoch and prints the exact command that continues it, --out included;
+// following it ends bitwise where an uninterrupted run ends. `--resume auto` without
+// --out then finds that run under runs/, and a config with no run there says so.
+TEST(ResumeTest, StopHintIsTheCommandThatContinuesAndSkipsEvaluation) {
+  REQUIRE_FASHION_MNIST();
+  TempDir dir("epochal_hint");
+  const fs::path work = dir.path() / "work";
+  fs::create_directories(work);
+  const Outcome reference = TrainSolo(
+      dir.path(), dir.path(), {"--out", (dir.path() / "reference").string(), "--epochs", "2"});
+  ASSERT_TRUE(reference.Succeeded()) << reference.Describe();
+
+  const Outcome stopped = TrainSolo(dir.path(), work, {"--epochs", "2"}, "term-after-step=13");
+  ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();
+  EXPECT_TRUE(Contains(stopped.out, "stopped on signal 15 after global step 14; continue with:"))
+      << stopped.out;
+  // No validation, probe or report of the partial epoch 2 (item 6).
+  EXPECT_FALSE(Contains(stopped.out, "Epoch 2/2 -")) << stopped.out;
+  EXPECT_FALSE(Contains(stopped.out, "Classification report")) << stopped.out;
+  std::vector<std::string> hint = HintedCommand(stopped.out);
+  ASSERT_GE(hint.size(), 6u) << stopped.out;
+  EXPECT_EQ(hint[0], kBinary);
+  EXPECT_EQ(std::vector<std::string>(hint.end() - 4, hint.end())[0], "--out");
+  const std::string run_dir = hint[hint.size() - 3];
+  EXPECT_TRUE(run_dir.starts_with("runs/")) << run_dir;
+  EXPECT_EQ(hint[hint.size() - 2], "--resume");
+  EXPECT_EQ(hint.back(), "auto");
+  EXPECT_NE(std::find(hint.begin(), hint.end(), ConfigPath()), hint.end()) << "no --config";
+  const HistoryCounts at_stop = Count(work / run_dir / "history.json");
+  EXPECT_EQ(at_stop.epochs, 1);
+  EXPECT_EQ(at_stop.batches, 14);
+  EXPECT_FALSE(fs::exists(work / run_dir / "report.txt"));
+  EXPECT_TRUE(fs::exists(work / run_dir / "weights.pb"));
+
+  // Follow the hint, word for word, in the same working directory.
+  std::vector<std::string> follow = {"env", "-C", work.string()};
+  follow.insert(follow.end(), hint.begin(), hint.end());
+  const Outcome continued = test::RunWithTimeout(dir.path(), kTimeoutSeconds, follow);
+  ASSERT_TRUE(continued.Succeeded()) << continued.Describe();
+  EXPECT_TRUE(Contains(continued.out, "-0000000014-a.epck (run ")) << continued.out;
+  const RunResult want = Finish(dir.path() / "reference", true);
+  const RunResult got = Finish(work / run_dir, true);
+  EXPECT_EQ(got.final_step, 2 * kSoloStepsPerEpoch);
+  EXPECT_EQ(got.digest, want.digest);
+  EXPECT_EQ(Differences(got.history, want.history), "");
+
+  // Without --out: the newest run of this config under runs/ ...
+  const Outcome found = TrainSolo(dir.path(), work, {"--epochs", "2", "--resume", "auto"});
+  ASSERT_TRUE(found.Succeeded()) << found.Describe();
+  EXPECT_TRUE(Contains(found.out, "--resume auto without --out: continuing " + run_dir))
+      << found.out;
+  EXPECT_TRUE(Contains(found.out, "resuming from " + run_dir + "/checkpoints/")) << found.out;
+  // ... and for another config there is none.
+  const Outcome none =
+      TrainSolo(dir.path(), work,
+                {"--epochs", "1", "--lr", "0.02", "--resume", "auto", "--stop-after-steps", "1"});
+  ASSERT_TRUE(none.Succeeded()) << none.Describe();
+  EXPECT_TRUE(Contains(none.out,
+                       "--resume auto without --out: no run of this config with "
+                       "checkpoints under runs/, starting a new run in runs/"))
+      << none.out;
+}
+
+// Item 6, through a stop control word (what `ctl stop` and --stop-after-steps send):
+// checkpoint, history, exit 0, and no evaluation of the partial epoch.
+TEST(ResumeTest, StopControlWordSkipsThePartialEpochsEvaluation) {
+  REQUIRE_FASHION_MNIST();
+  TempDir dir("epochal_stopword");
+  const fs::path out = dir.path() / "run";
+  const Outcome o = TrainSolo(dir.path(), dir.path(),
+                              {"--out", out.string(), "--epochs", "2", "--stop-after-steps", "6"});
+  ASSERT_TRUE(o.Succeeded()) << o.Describe();
+  EXPECT_TRUE(Contains(o.out, "stopped by a stop control word after global step 6; continue with:"))
+      << o.out;
+  EXPECT_FALSE(Contains(o.out, "val_loss")) << o.out;
+  const HistoryCounts h = Count(out / "history.json");
+  EXPECT_EQ(h.epochs, 0);
+  EXPECT_EQ(h.batches, 6);
+  EXPECT_TRUE(Contains(test::ReadFile(out / "history.json"), "\"stop\""));
+  const v1::Checkpoint at_stop = train::ReadCheckpointFile(NewestCheckpoint(out));
+  EXPECT_EQ(at_stop.reason(), "stop");
+  EXPECT_EQ(at_stop.position().global_step(), 6);
+  const std::vector<std::string> hint = HintedCommand(o.out);
+  EXPECT_EQ(std::find(hint.begin(), hint.end(), "--stop-after-steps"), hint.end())
+      << "the hint would stop again";
 }
 
 }  // namespace

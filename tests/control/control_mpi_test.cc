@@ -342,11 +342,12 @@ TEST(ControlMpiTest, PauseFreezesEveryRankThenResumeAndStop) {
     EXPECT_EQ(finishes.at(r), stop_step - 1);
   }
 
-  // A complete history: the stopped epoch validated, one record per step, the events.
+  // A complete history: the epochs completed (the stopped one is evaluated by a resumed
+  // run, not on the way out), one record per step, the events.
   const Struct history = ParseJson(ReadFile(job.run_dir() / "history.json"));
   constexpr int64_t kStepsPerEpoch = 125;
   EXPECT_EQ(static_cast<int64_t>(Array(history, "epochs").size()),
-            (stop_step - 2) / kStepsPerEpoch + 1);
+            (stop_step - 1) / kStepsPerEpoch);
   EXPECT_EQ(static_cast<int64_t>(Array(history, "batches").size()), stop_step - 1);
   const auto events = Array(history, "control_events");
   ASSERT_EQ(events.size(), 3u);
@@ -383,6 +384,10 @@ TEST(ControlMpiTest, SetLearningRateTakesEffectAtOneStepOnEveryRank) {
   const Struct status = ctl.Status();
   EXPECT_EQ(Number(status, "learning_rate"), 0.005);  // Exactly what was asked for.
   EXPECT_TRUE(Field(status, "learning_rate_overridden").bool_value());
+  // Into epoch 2, so that epoch 1 (the new rate from step `from` on) is validated with its
+  // replica hashes: a stop does not evaluate the epoch it stops in.
+  constexpr int64_t kStepsPerEpoch = 125;
+  ctl.WaitForStep(kStepsPerEpoch + 1);
 
   const Outcome stopped = ctl({"stop"});
   ASSERT_TRUE(stopped.Succeeded()) << stopped.Describe();

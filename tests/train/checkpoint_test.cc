@@ -7,11 +7,14 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "../report/temp_dir.h"
 #include "epochal/core/checksum.h"
@@ -129,7 +132,7 @@ TEST(CheckpointTest, EveryTruncationAndExtensionIsDetected) {
 
 TEST(CheckpointTest, ResumeFallsBackPastCorruptAndTruncatedFiles) {
   TempDir dir;
-  CheckpointStore store(dir.path(), {5, true});
+  CheckpointStore store(dir.path(), {5, true, ""});
   const fs::path a = store.Save(Sample(10, false, 0.9));
   const fs::path b = store.Save(Sample(20, true, 0.8));
   const fs::path c = store.Save(Sample(30, false, 0.7));
@@ -170,7 +173,7 @@ TEST(CheckpointTest, ResumeFallsBackPastCorruptAndTruncatedFiles) {
 
 TEST(CheckpointTest, RetentionKeepsLastThreePlusBestAndNoTemporaries) {
   TempDir dir;
-  CheckpointStore store(dir.path(), {3, true});
+  CheckpointStore store(dir.path(), {3, true, ""});
   // Validation loss falls until save 8, then rises: best is the epoch end at step 80.
   for (int i = 1; i <= 20; ++i) {
     const double val_loss = i <= 8 ? 2.0 - 0.1 * i : 1.2 + 0.05 * i;
@@ -192,7 +195,7 @@ TEST(CheckpointTest, RetentionKeepsLastThreePlusBestAndNoTemporaries) {
 TEST(CheckpointTest, StoreRemovesLeftoverTemporaries) {
   TempDir dir;
   WriteAll(dir.path() / "ckpt-0000000010-a.epck.tmp.1234", "half a checkpoint");
-  CheckpointStore store(dir.path(), {3, true});
+  CheckpointStore store(dir.path(), {3, true, ""});
   EXPECT_FALSE(fs::exists(dir.path() / "ckpt-0000000010-a.epck.tmp.1234"));
   EXPECT_FALSE(FindLatestCheckpoint(dir.path(), {}));
 }
@@ -221,7 +224,7 @@ TEST(CheckpointTest, UnwritableDirectoryIsAClearError) {
   TempDir dir;
   WriteAll(dir.path() / "file", "x");
   try {
-    CheckpointStore store(dir.path() / "file" / "checkpoints", {3, true});
+    CheckpointStore store(dir.path() / "file" / "checkpoints", {3, true, ""});
     FAIL();
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("file/checkpoints"), std::string::npos) << e.what();
@@ -229,7 +232,7 @@ TEST(CheckpointTest, UnwritableDirectoryIsAClearError) {
   if (::geteuid() != 0) {
     fs::create_directories(dir.path() / "ro");
     fs::permissions(dir.path() / "ro", fs::perms::owner_read | fs::perms::owner_exec);
-    EXPECT_THROW(CheckpointStore(dir.path() / "ro", {3, true}), InputError);
+    EXPECT_THROW(CheckpointStore(dir.path() / "ro", {3, true, ""}), InputError);
   }
 }
 
@@ -245,7 +248,7 @@ TEST(CheckpointTest, FullDiskIsAClearErrorAndKeepsThePreviousCheckpoint) {
     const fs::path& p;
     ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
   } unmount{dir.path()};
-  CheckpointStore store(dir.path(), {3, false});
+  CheckpointStore store(dir.path(), {3, false, ""});
   const fs::path small = store.Save(Sample(10, false, 1.0));
   try {
     store.Save(Sample(20, false, 1.0, /*values=*/100000));  // ~2.4 MB.
@@ -262,6 +265,136 @@ TEST(CheckpointTest, FullDiskIsAClearErrorAndKeepsThePreviousCheckpoint) {
   auto found = FindLatestCheckpoint(dir.path(), {});
   ASSERT_TRUE(found);
   EXPECT_EQ(found->path, small);
+}
+
+// Sample() of run `run_id`.
+v1::Checkpoint OfRun(const std::string& run_id, int64_t global_step, bool epoch_end,
+                     double val_loss) {
+  v1::Checkpoint c = Sample(global_step, epoch_end, val_loss);
+  c.set_run_id(run_id);
+  return c;
+}
+
+std::vector<std::string> FileNames(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Issue 14, item 1: protobuf serializes a string that is not UTF-8 with only a log line,
+// and the parser then refuses the whole message. Such a checkpoint is never written, and
+// the run's earlier checkpoints (which retention would otherwise rotate) stay.
+TEST(CheckpointTest, CheckpointThatWouldNotReadBackIsRefusedAndOlderOnesKept) {
+  TempDir dir;
+  CheckpointStore store(dir.path(), {1, true, "0a1b2c3d"});
+  const fs::path good = store.Save(OfRun("0a1b2c3d", 10, true, 1.0));
+  v1::Checkpoint bad = OfRun("0a1b2c3d", 20, true, 0.5);
+  bad.mutable_config()->set_name("bad \xff\xfe name");
+  try {
+    store.Save(bad);
+    FAIL() << "a checkpoint that does not parse was written";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("would not read back"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ckpt-0a1b2c3d-0000000020-b.epck"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(FileNames(dir.path()),
+            (std::vector<std::string>{"best-0a1b2c3d.epck", good.filename().string()}));
+  EXPECT_EQ(ReadCheckpointFile(dir.path() / "best-0a1b2c3d.epck").position().global_step(), 10);
+}
+
+// A file that differs from what was written (a disk that loses a write) is caught by the
+// read-back, removed, and retention does not run, so the previous checkpoint stays.
+TEST(CheckpointTest, FileThatDoesNotReadBackIsRemovedAndThePreviousKept) {
+  TempDir dir;
+  CheckpointStore store(dir.path(), {1, false, "0a1b2c3d"});
+  const fs::path good = store.Save(OfRun("0a1b2c3d", 10, false, 1.0));
+  try {
+    store.Save(OfRun("0a1b2c3d", 20, false, 1.0), {}, CorruptFile);
+    FAIL() << "a corrupted write went unnoticed";
+  } catch (const SystemError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not read back after writing"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(FileNames(dir.path()), std::vector<std::string>{good.filename().string()});
+  EXPECT_NO_THROW(ReadCheckpointFile(good));
+}
+
+TEST(CheckpointTest, NamesCarryTheRunIdAndOldNamesStillParse) {
+  EXPECT_EQ(CheckpointFileName(120, true, "0a1b2c3d"), "ckpt-0a1b2c3d-0000000120-b.epck");
+  EXPECT_EQ(CheckpointFileName(120, false), "ckpt-0000000120-a.epck");
+  EXPECT_EQ(BestCheckpointFileName("0a1b2c3d"), "best-0a1b2c3d.epck");
+  auto n = ParseCheckpointName("ckpt-0a1b2c3d-0000000120-b.epck");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->run_id, "0a1b2c3d");
+  EXPECT_EQ(n->global_step, 120);
+  EXPECT_TRUE(n->epoch_end);
+  n = ParseCheckpointName("ckpt-0000000007-a.epck");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->run_id, "");
+  EXPECT_EQ(n->global_step, 7);
+  EXPECT_FALSE(n->epoch_end);
+  EXPECT_TRUE(ParseCheckpointName("best.epck")->best);
+  EXPECT_EQ(ParseCheckpointName("best-0a1b2c3d.epck")->run_id, "0a1b2c3d");
+  for (const char* bad : {"ckpt-0000000007-c.epck", "ckpt-000000007-a.epck",
+                          "ckpt-X-0000000007-a.epck", "ckpt-0a1b2c3d-0000000120-b.epck.tmp.12",
+                          "best-.epck", "ckpt--0000000001-a.epck", "notes.txt"}) {
+    EXPECT_FALSE(ParseCheckpointName(bad)) << bad;
+  }
+  const std::string id = NewRunId();
+  EXPECT_EQ(id.size(), 8u);
+  EXPECT_TRUE(ParseCheckpointName(CheckpointFileName(1, false, id))) << id;
+  EXPECT_NE(NewRunId(), id);
+}
+
+// Issue 14, item 2: two runs in one directory. Each store rotates only its own run's
+// checkpoints and keeps its own best, whatever the other run's step numbers; a directory
+// of checkpoints from before run ids is one more run.
+TEST(CheckpointTest, RetentionAndBestKeepRunsApart) {
+  TempDir dir;
+  {
+    CheckpointStore old_run(dir.path(), {2, true, ""});
+    old_run.Save(Sample(300, true, 0.1));
+    old_run.Save(Sample(310, false, 0.1));
+    old_run.Save(Sample(320, false, 0.1));
+  }
+  // File times tick coarsely (the kernel's clock tick): apart, so the runs' order is known.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CheckpointStore a(dir.path(), {3, true, "aaaaaaaa"});
+  for (int i = 1; i <= 5; ++i) a.Save(OfRun("aaaaaaaa", 100 + 4 * i, true, 2.0 - 0.1 * i));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CheckpointStore b(dir.path(), {3, true, "bbbbbbbb"});
+  for (int i = 1; i <= 4; ++i) b.Save(OfRun("bbbbbbbb", 4 * i, true, 3.0 - 0.1 * i));
+  EXPECT_EQ(FileNames(dir.path()),
+            (std::vector<std::string>{
+                "best-aaaaaaaa.epck", "best-bbbbbbbb.epck", "best.epck", "ckpt-0000000310-a.epck",
+                "ckpt-0000000320-a.epck", "ckpt-aaaaaaaa-0000000112-b.epck",
+                "ckpt-aaaaaaaa-0000000116-b.epck", "ckpt-aaaaaaaa-0000000120-b.epck",
+                "ckpt-bbbbbbbb-0000000008-b.epck", "ckpt-bbbbbbbb-0000000012-b.epck",
+                "ckpt-bbbbbbbb-0000000016-b.epck"}));
+  EXPECT_EQ(ReadCheckpointFile(dir.path() / "best-bbbbbbbb.epck").position().global_step(), 16);
+  EXPECT_EQ(b.List().size(), 3u);
+  // The run written last comes first, newest checkpoint first, its best last.
+  const auto candidates = CheckpointCandidates(dir.path());
+  ASSERT_EQ(candidates.size(), 11u);
+  EXPECT_EQ(candidates[0].filename(), "ckpt-bbbbbbbb-0000000016-b.epck");
+  EXPECT_EQ(candidates[3].filename(), "best-bbbbbbbb.epck");
+  EXPECT_EQ(candidates[4].filename(), "ckpt-aaaaaaaa-0000000120-b.epck");
+  EXPECT_EQ(candidates[8].filename(), "ckpt-0000000320-a.epck");
+  // A filter that refuses run b passes over its other files unread and takes a's newest.
+  int read_of_b = 0;
+  const CheckpointSearch search =
+      SearchCheckpoints(dir.path(), [&](const fs::path&, const v1::Checkpoint& c) {
+        if (c.run_id() != "bbbbbbbb") return std::string();
+        ++read_of_b;
+        return std::string("not this one");
+      });
+  ASSERT_TRUE(search.found);
+  EXPECT_EQ(search.found->path.filename(), "ckpt-aaaaaaaa-0000000120-b.epck");
+  EXPECT_EQ(read_of_b, 1);
+  EXPECT_EQ(search.skipped.size(), 4u);
+  EXPECT_EQ(search.candidates, 11u);
 }
 
 TEST(FaultPlanTest, Parses) {

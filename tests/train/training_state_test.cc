@@ -57,13 +57,13 @@ TEST(TrainingStateTest, StopThenRestoreContinuesBitwiseIdentically) {
   TempDir a, b;
   History reference;
   {
-    CheckpointStore store(a.path(), {3, true});
+    CheckpointStore store(a.path(), {3, true, ""});
     Trainer trainer(config, train, val);
     trainer.EnableCheckpoints(&store);
     reference = trainer.Run();
   }
   {
-    CheckpointStore store(b.path(), {3, true});
+    CheckpointStore store(b.path(), {3, true, ""});
     Trainer trainer(config, train, val);
     trainer.EnableCheckpoints(&store);
     StopAtStep stop(5);  // Mid-epoch 1, not a multiple of 3.
@@ -75,7 +75,7 @@ TEST(TrainingStateTest, StopThenRestoreContinuesBitwiseIdentically) {
   EXPECT_EQ(at_stop.reason(), "stop");
   History resumed;
   {
-    CheckpointStore store(b.path(), {3, true});
+    CheckpointStore store(b.path(), {3, true, ""});
     Trainer trainer(config, train, val);
     trainer.EnableCheckpoints(&store);
     ASSERT_TRUE(trainer.Restore(&at_stop));
@@ -104,7 +104,7 @@ TEST(TrainingStateTest, DivergenceNamesTheStepAndKeepsOnlyFiniteCheckpoints) {
   config.mutable_optimizer()->set_learning_rate(1e12f);
   config.mutable_checkpoint()->set_every_steps(1);
   TempDir dir;
-  CheckpointStore store(dir.path(), {100, false});
+  CheckpointStore store(dir.path(), {100, false, ""});
   Trainer trainer(config, train, val);
   trainer.EnableCheckpoints(&store);
   try {

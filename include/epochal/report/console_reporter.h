@@ -22,6 +22,8 @@ class ConsoleReporter final : public train::TrainingObserver {
   void OnStep(const train::StepEvent& event) override;
   void OnEpochEnd(const train::EpochRecord& record, const train::EvalResult& validation,
                   const train::History& history) override;
+  // After a stop mid-epoch, ends the redrawn bar's line.
+  void OnTrainingEnd(const train::History& history, const train::EvalResult& validation) override;
 
  private:
   std::ostream& out_;
@@ -34,7 +36,7 @@ class ConsoleReporter final : public train::TrainingObserver {
 // Writes a run's files into `dir` as training goes: history.json, history.csv,
 // batches.csv, loss_shift.svg, gap.svg and diagnosis.json after every epoch (so a crash
 // loses at most the current epoch), and report.txt (the classification report on the
-// validation set) at the end.
+// validation set) at the end, unless the run stopped (no validation then).
 class RunFilesWriter final : public train::TrainingObserver {
  public:
   // `diagnosis` (not owned; may be null) must outlive the writer.

@@ -32,6 +32,9 @@ struct EpochSums {
 
 // Where a run stands, besides its tensors.
 struct RunState {
+  // The run's id (checkpoint.proto's run_id), from rank 0's checkpoint store or from the
+  // checkpoint resumed; "" for a run resumed from a checkpoint written before run ids.
+  std::string run_id;
   int epoch = 1;             // The epoch in progress (the next one after an epoch end).
   int64_t batches_done = 0;  // Of that epoch.
   int64_t global_step = 0;   // Steps done since the run started.
