@@ -170,7 +170,14 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
                         .photometric = leak.photometric,
                         .shifted = leak.shifted,
                         .mirrored = leak.mirrored});
-    if (exporter) exporter->SetLeakage(leak.exact, leak.near, leak.label_conflicts);
+    if (exporter) {
+      exporter->SetLeakage({.exact = leak.exact,
+                            .near = leak.near,
+                            .photometric = leak.photometric,
+                            .shifted = leak.shifted,
+                            .mirrored = leak.mirrored,
+                            .label_conflicts = leak.label_conflicts});
+    }
     if (page) page->SetLeakage(leak, &train_set, &val_set);
     if (comm.is_root()) {
       WriteFileAtomic(fs::path(out) / "leakage.json", report::LeakageJson(leak));

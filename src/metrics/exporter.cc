@@ -204,7 +204,8 @@ struct MetricsExporter::Families {
                           .Add({})),
         leakage(GaugeFamily(r(registry), "epochal_leakage_duplicates",
                             "Validation samples the leakage scan found duplicated from the "
-                            "training set: kind=exact|near|label_conflict")),
+                            "training set: kind=exact|near|photometric|shifted|mirrored (each "
+                            "sample once, by its simplest kind), and kind=label_conflict")),
         finding(GaugeFamily(r(registry), "epochal_finding",
                             "1 while the diagnosis finding `name` holds at the last completed "
                             "epoch, else 0")),
@@ -333,10 +334,15 @@ void MetricsExporter::SetState(const std::string& state) {
   for (auto& [name, gauge] : f_->states) gauge->Set(name == state ? 1.0 : 0.0);
 }
 
-void MetricsExporter::SetLeakage(int64_t exact, int64_t near, int64_t label_conflicts) {
-  f_->leakage.Add({{"kind", "exact"}}).Set(static_cast<double>(exact));
-  f_->leakage.Add({{"kind", "near"}}).Set(static_cast<double>(near));
-  f_->leakage.Add({{"kind", "label_conflict"}}).Set(static_cast<double>(label_conflicts));
+void MetricsExporter::SetLeakage(const LeakageCounts& c) {
+  for (const auto& [kind, count] : {std::pair{"exact", c.exact},
+                                    {"near", c.near},
+                                    {"photometric", c.photometric},
+                                    {"shifted", c.shifted},
+                                    {"mirrored", c.mirrored},
+                                    {"label_conflict", c.label_conflicts}}) {
+    f_->leakage.Add({{"kind", kind}}).Set(static_cast<double>(count));
+  }
 }
 
 void MetricsExporter::OnEpochStart(int epoch, int total_epochs, int64_t /*samples*/) {

@@ -21,6 +21,12 @@ void WriteLeakage(const LeakageView& v, JsonWriter* json) {
       .Int(v.exact)
       .Key("near")
       .Int(v.near)
+      .Key("photometric")
+      .Int(v.photometric)
+      .Key("shifted")
+      .Int(v.shifted)
+      .Key("mirrored")
+      .Int(v.mirrored)
       .Key("label_conflicts")
       .Int(v.label_conflicts)
       .Key("pair_count")
@@ -49,6 +55,8 @@ void WriteLeakage(const LeakageView& v, JsonWriter* json) {
         .Int(p.val_index)
         .Key("rmse")
         .Number(p.rmse)
+        .Key("kind")
+        .String(p.kind)
         .Key("label_conflict")
         .Bool(p.label_conflict);
     if (!p.train_image.empty()) json->Key("train_image").String(p.train_image);
@@ -101,6 +109,9 @@ LeakageView MakeLeakageView(const data::LeakageReport& report, const data::Datas
   LeakageView v;
   v.exact = report.exact;
   v.near = report.near;
+  v.photometric = report.photometric;
+  v.shifted = report.shifted;
+  v.mirrored = report.mirrored;
   v.label_conflicts = report.label_conflicts;
   v.pair_count = report.pair_count;
   v.val_samples = report.val_scanned;
@@ -119,6 +130,7 @@ LeakageView MakeLeakageView(const data::LeakageReport& report, const data::Datas
     q.train_index = p.train_index;
     q.val_index = p.val_index;
     q.rmse = p.rmse;
+    q.kind = data::LeakageKindName(p.kind);
     q.label_conflict = p.label_conflict;
     if (images) {
       q.train_image = SampleBase64(*train, p.train_index);

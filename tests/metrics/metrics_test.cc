@@ -60,7 +60,8 @@ train::StepEvent Step(int epoch, int64_t step, double loss, int64_t n, int64_t c
 TEST(MetricsExporter, CountersGiveExactSumsAndGaugesFollowEvents) {
   MetricsExporter exporter;
   exporter.SetJobInfo({"run-1", "cfg", 2, 32, 64, 3});
-  exporter.SetLeakage(4, 2, 1);
+  exporter.SetLeakage(
+      {.exact = 4, .near = 2, .photometric = 3, .shifted = 5, .mirrored = 6, .label_conflicts = 1});
   exporter.OnEpochStart(1, 3, 200);
   exporter.OnStep(Step(1, 1, 2.5, 64, 10));
   exporter.OnStep(Step(1, 2, 1.25, 64, 30));
@@ -78,6 +79,9 @@ TEST(MetricsExporter, CountersGiveExactSumsAndGaugesFollowEvents) {
   EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"exact\"}"], 4);
   EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"near\"}"], 2);
   EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"label_conflict\"}"], 1);
+  EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"photometric\"}"], 3);
+  EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"shifted\"}"], 5);
+  EXPECT_DOUBLE_EQ(m["epochal_leakage_duplicates{kind=\"mirrored\"}"], 6);
   EXPECT_DOUBLE_EQ(m["epochal_state{state=\"training\"}"], 1);
   EXPECT_DOUBLE_EQ(m["epochal_state{state=\"finished\"}"], 0);
   EXPECT_DOUBLE_EQ(m["epochal_job_info{config=\"cfg\",epochs=\"3\",global_batch=\"64\","

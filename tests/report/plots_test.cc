@@ -218,9 +218,16 @@ train::History FiveEpochs() {
     e.val_loss = val[i];
     e.gap_timing = timing[i];
     e.gap_regularization = regularization[i];
+    e.gap_dropout = 0.8 * regularization[i];
+    e.gap_batchnorm = 0.2 * regularization[i];
     e.gap_data = val[i] - loss[i] - timing[i] - regularization[i];
     e.probe_train_loss = loss[i] + timing[i];
+    e.probe_nodrop_loss = *e.probe_train_loss + *e.gap_dropout;
     e.probe_eval_loss = *e.probe_train_loss + regularization[i];
+    e.gap_timing_se = 0.006;
+    e.gap_dropout_se = 0.002;
+    e.gap_batchnorm_se = 0.001;
+    e.gap_data_se = 0.005;
     if (i < 4) e.aligned_train_loss = (loss[i] + loss[i + 1]) / 2.0;
     h.epochs.push_back(e);
   }
@@ -498,10 +505,27 @@ TEST(PlotsTest, LegendLabelsArePresent) {
     EXPECT_NE(loss.find(">" + svg::EscapeXml(label) + "</text>"), std::string::npos) << label;
   }
   const std::string gap = GapSvg(h);
-  for (std::string_view label : {kTimingLabel, kRegularizationLabel, kDataLabel, kTotalGapLabel}) {
+  for (std::string_view label :
+       {kTimingLabel, kDropoutLabel, kBatchNormLabel, kDataLabel, kTotalGapLabel}) {
     EXPECT_NE(gap.find(">" + svg::EscapeXml(label) + "</text>"), std::string::npos) << label;
   }
-  EXPECT_EQ(Tags(gap, "text", "legend-label").size(), 4u);
+  EXPECT_EQ(Tags(gap, "text", "legend-label").size(), 5u);
+}
+
+// Each bar segment carries its standard error as a whisker; a term the model cannot have
+// is left out, with its legend entry.
+TEST(PlotsTest, GapBarsCarryErrorBarsAndAbsentTermsAreLeftOut) {
+  train::History h = FiveEpochs();
+  std::string gap = GapSvg(h);
+  ASSERT_EQ(CheckWellFormed(gap), "");
+  EXPECT_EQ(Tags(gap, "g", "error-bar").size(), 20u);  // 5 epochs x 4 terms
+  EXPECT_NE(gap.find("data-error=\"0.006\""), std::string::npos);
+  h.absent_terms = {"batchnorm"};
+  for (auto& e : h.epochs) e.gap_batchnorm = 0.0, e.gap_batchnorm_se = 0.0;
+  gap = GapSvg(h);
+  EXPECT_EQ(gap.find(svg::EscapeXml(kBatchNormLabel)), std::string::npos);
+  EXPECT_EQ(Tags(gap, "rect", "bar").size(), 15u);
+  EXPECT_EQ(Tags(gap, "g", "error-bar").size(), 15u);
 }
 
 TEST(PlotsTest, GapBarsStackAboveAndBelowTheZeroLine) {
@@ -513,7 +537,7 @@ TEST(PlotsTest, GapBarsStackAboveAndBelowTheZeroLine) {
   ASSERT_EQ(zero.size(), 1u);
   const double zero_y = NumAttr(zero[0], "y1");
   const std::vector<std::string> bars = Tags(doc, "rect", "bar");
-  ASSERT_EQ(bars.size(), 15u);
+  ASSERT_EQ(bars.size(), 20u);
   int positive = 0;
   int negative = 0;
   for (const std::string& bar : bars) {

@@ -83,8 +83,13 @@ class MetricsExporter final : public train::TrainingObserver {
 
   // The job's labels (epochal_job_info); call once.
   void SetJobInfo(const JobInfo& job);
-  // The leakage scan's counts (epochal_leakage_duplicates{kind}).
-  void SetLeakage(int64_t exact, int64_t near, int64_t label_conflicts);
+  // The leakage scan's counts (epochal_leakage_duplicates{kind}): validation samples by
+  // the simplest kind of training twin they have, and the label conflicts.
+  struct LeakageCounts {
+    int64_t exact = 0, near = 0, photometric = 0, shifted = 0, mirrored = 0;
+    int64_t label_conflicts = 0;
+  };
+  void SetLeakage(const LeakageCounts& counts);
   // The trainer's history, read in OnStep to publish an aligned training loss as soon as
   // it is known (half-way through the next epoch). Not owned; may be null.
   void WatchHistory(const train::History* history) { history_ = history; }

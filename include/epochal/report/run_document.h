@@ -25,6 +25,8 @@ inline constexpr size_t kMaxLeakageImagePairs = 24;
 struct LeakageView {
   int64_t exact = 0;
   int64_t near = 0;
+  // The transformed kinds (data::LeakageReport's counts).
+  int64_t photometric = 0, shifted = 0, mirrored = 0;
   int64_t label_conflicts = 0;
   int64_t pair_count = 0;
   int64_t val_samples = 0;
@@ -36,6 +38,7 @@ struct LeakageView {
     int64_t train_index = 0;
     int64_t val_index = 0;
     double rmse = 0;
+    std::string kind;  // exact, near, photometric, shifted, mirrored
     bool label_conflict = false;
     // Raw bytes [C, H, W], base64; empty when the images are not at hand.
     std::string train_image, val_image;

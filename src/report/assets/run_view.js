@@ -478,9 +478,10 @@
       html('p', {'class': 'leak-none'}, lbox, 'No leakage scan for this run (--no-scan).');
     } else {
       table(lbox, 'leak-counts',
-            ['exact duplicates', 'near duplicates', 'label conflicts', 'pairs', 'validation scanned',
-             'near threshold (RMSE)'],
-            [[String(leak.exact), String(leak.near), String(leak.label_conflicts),
+            ['exact', 'near', 'photometric', 'shifted', 'mirrored', 'label conflicts', 'pairs',
+             'validation scanned', 'near threshold (RMSE)'],
+            [[String(leak.exact), String(leak.near), String(leak.photometric || 0),
+              String(leak.shifted || 0), String(leak.mirrored || 0), String(leak.label_conflicts),
               String(leak.pair_count), String(leak.val_samples), String(leak.near_rmse)]]);
       const pairs = leak.pairs || [];
       if (pairs.length) {
@@ -497,8 +498,8 @@
             drawImage(cell, q.train_image, leak.image, 'leak-image', 'training ' + q.train_index);
           }
           html('figcaption', {}, cell,
-               'val ' + q.val_index + ' | train ' + q.train_index + ', RMSE ' +
-                   q.rmse.toFixed(4) + (q.label_conflict ? ', labels differ' : ''));
+               'val ' + q.val_index + ' | train ' + q.train_index + (q.kind ? ', ' + q.kind : '') +
+                   ', RMSE ' + q.rmse.toFixed(4) + (q.label_conflict ? ', labels differ' : ''));
         }
       } else if (leak.pair_count > 0) {
         html('p', {}, lbox, 'Pairs found, but the images are not available here.');
