@@ -190,7 +190,7 @@ void DashboardServer::OnEpochStart(int epoch, int total_epochs, int64_t /*sample
 }
 
 void DashboardServer::OnStep(const train::StepEvent& e) {
-  pending_.push_back({e.epoch_progress, e.batch_loss, e.learning_rate});
+  pending_.push_back({e.epoch_progress, e.batch_loss, e.learning_rate, e.batch_samples});
   pending_progress_ = {e.epoch,        e.epoch_progress,   e.global_step,
                        e.running_loss, e.running_accuracy, e.learning_rate};
   pending_progress_set_ = true;

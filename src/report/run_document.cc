@@ -211,6 +211,8 @@ std::string RunDocumentJson(const RunDocument& doc) {
         .Number(b.loss)
         .Key("lr")
         .Number(b.lr)
+        .Key("samples")
+        .Int(b.samples)
         .EndObject();
   }
   json.EndArray();

@@ -507,7 +507,7 @@ TEST_F(CliTest, ThreadsAboveTheCoresAreCappedUnlessInsistedOn) {
     std::vector<std::string> args = {
         "train", "--config",         ConfigPath().string(), "--data-dir", data_dir().string(),
         "--out", out_dir().string(), "--limit-val",         "10",         "--epochs",
-        "1",     "--no-scan"};
+        "1",     "--no-scan",        "--overwrite"};  // The three runs share the output directory.
     args.insert(args.end(), threads.begin(), threads.end());
     return Run(args);
   };

@@ -412,8 +412,9 @@ struct DivergenceCase {
   std::string name;
   std::vector<std::string> flags;
   std::string fault;
-  std::string when;               // What the error names.
-  std::string newest_checkpoint;  // What stays in checkpoints/.
+  std::string when;  // What the error names.
+  // What stays in checkpoints/, without the run id: ckpt-<run id>-<step>-<a|b>.epck.
+  std::string newest_checkpoint;
 };
 
 std::ostream& operator<<(std::ostream& os, const DivergenceCase& c) { return os << c.name; }
@@ -437,8 +438,10 @@ TEST_P(DivergenceTest, DivergedReplicaStopsTheJobAndKeepsTheLastGoodCheckpoint) 
       << o.err;
   std::vector<std::string> checkpoints;
   for (const auto& e : fs::directory_iterator(dir / "out" / "checkpoints")) {
-    if (e.path().filename().string().starts_with("ckpt-")) {
-      checkpoints.push_back(e.path().filename().string());
+    const std::string name = e.path().filename().string();
+    // ckpt-<8 hex digits of run id>-<step>-<a|b>.epck: compared without the run id.
+    if (name.starts_with("ckpt-") && name.size() > 14) {
+      checkpoints.push_back("ckpt-" + name.substr(14));
     }
   }
   std::sort(checkpoints.begin(), checkpoints.end());

@@ -469,8 +469,10 @@ TEST(ControlMpiTest, CommandsWhilePausedTakeEffectAndCheckpointRepliesWithItsFil
   EXPECT_TRUE(Field(second, "applied").bool_value()) << checkpoint.out;
   const std::string paused_path = Field(second, "checkpoint_path").string_value();
   char name[64];
-  std::snprintf(name, sizeof name, "ckpt-%010lld-a.epck", static_cast<long long>(paused_after));
-  EXPECT_EQ(fs::path(paused_path).filename().string(), name) << "the paused step's checkpoint";
+  // ckpt-<run id>-<step>-a.epck
+  std::snprintf(name, sizeof name, "-%010lld-a.epck", static_cast<long long>(paused_after));
+  EXPECT_TRUE(fs::path(paused_path).filename().string().ends_with(name))
+      << paused_path << ": not the paused step's checkpoint";
   EXPECT_TRUE(fs::is_regular_file(paused_path)) << paused_path;
   const Struct status = ctl.Status();
   EXPECT_EQ(Field(status, "state").string_value(), "PAUSED");

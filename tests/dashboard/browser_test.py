@@ -113,9 +113,14 @@ def check_dom(dom, panels, what, finished):
     if finished:
         gap = panel(dom, "gap-terms")
         bars = re.findall(r'class="bar" data-series="([^"]*)"', gap)
-        for term in ["timing", "regularization", "data"]:
+        # The four terms; regularization (their middle two's sum) is not stacked again.
+        for term in ["timing", "dropout", "batch norm", "data"]:
             if not any(b.startswith(term + ":") for b in bars):
                 fail("%s: gap-terms has no bar of the %s term" % (what, term))
+        if any(b.startswith("regularization:") for b in bars):
+            fail("%s: gap-terms stacks regularization on top of its parts" % what)
+        if len(re.findall(r'class="error-bar"', gap)) == 0:
+            fail("%s: gap-terms has no error bars" % what)
         findings = panel(dom, "findings")
         texts = re.findall(r'<span class="finding-text">([^<]+)</span>', findings)
         if not texts or not all(len(t) > 20 for t in texts):
@@ -174,35 +179,35 @@ def run_report(args, work, data_dir):
 
 def check_generic_terms(args, work, text):
     """The renderer draws whatever gap_<term> the epochs carry, with error bars from
-    gap_<term>_se: a history with a fourth term and standard errors, put into the report."""
+    gap_<term>_se: a history with a fifth, unknown term and its standard errors, put into
+    the report."""
     start = text.index('<script type="application/json" id="run-data">') + \
         len('<script type="application/json" id="run-data">')
     end = text.index("</script>", start)
     doc = json.loads(text[start:end])
     for e in doc["epochs"]:
-        e["gap_batch_norm"] = 0.05
-        e["gap_regularization"] -= 0.05
-        for term in ["timing", "regularization", "batch_norm", "data"]:
-            e["gap_%s_se" % term] = 0.02
+        e["gap_extra"] = 0.05
+        e["gap_data"] -= 0.05
+        e["gap_extra_se"] = 0.02
     path = os.path.join(work, "generic.html")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text[:start] + json.dumps(doc).replace("<", "\\u003c") + text[end:])
     dom = chromium(args.chromium, "file://" + path, ["--dump-dom"])
     gap = panel(dom, "gap-terms")
     epochs = len(doc["epochs"])
-    for term in ["timing", "regularization", "batch_norm", "data"]:
-        label = "batch norm" if term == "batch_norm" else term
-        bars = re.findall(r'class="bar" data-series="%s:' % label, gap)
-        errors = re.findall(r'class="error-bar" data-series="%s:' % label, gap)
+    for term in ["timing", "dropout", "batchnorm", "data", "extra"]:
+        label = {"batchnorm": "batch norm:", "extra": "extra\""}.get(term, term + ":")
+        bars = re.findall(r'class="bar" data-series="%s' % label, gap)
+        errors = re.findall(r'class="error-bar" data-series="%s' % label, gap)
         if len(bars) != epochs or len(errors) != epochs:
             fail("generic terms: %s has %d bars and %d error bars for %d epochs" %
                  (term, len(bars), len(errors), epochs))
-    if "batch_norm" not in panel(dom, "decomposition-table") or "\u00b1" not in \
+    if "extra" not in panel(dom, "decomposition-table") or "\u00b1" not in \
             panel(dom, "decomposition-table"):
-        fail("generic terms: the decomposition table lacks the fourth term or its error")
+        fail("generic terms: the decomposition table lacks the fifth term or its error")
     shot = os.path.join(args.shots, "report_four_terms.png")
     chromium(args.chromium, "file://" + path, ["--screenshot=" + shot])
-    print("report.html with four terms and standard errors: DOM ok, screenshot %s" % shot)
+    print("report.html with a fifth term and standard errors: DOM ok, screenshot %s" % shot)
 
 
 def get_json(url, timeout=10):

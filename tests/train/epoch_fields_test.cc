@@ -22,14 +22,23 @@ TEST(EpochFieldsTest, NamesAreThoseOfTheFilesAndUnique) {
                                              "val_loss",
                                              "val_accuracy",
                                              "probe_train_loss",
+                                             "probe_nodrop_loss",
                                              "probe_eval_loss",
                                              "gap_timing",
-                                             "gap_regularization",
+                                             "gap_dropout",
+                                             "gap_batchnorm",
                                              "gap_data",
+                                             "gap_regularization",
+                                             "gap_timing_se",
+                                             "gap_dropout_se",
+                                             "gap_batchnorm_se",
+                                             "gap_data_se",
+                                             "gap_regularization_se",
                                              "aligned_train_loss",
                                              "seconds",
                                              "images_per_second",
                                              "lr",
+                                             "epoch_fraction",
                                              "validation_seconds",
                                              "probe_seconds"};
   std::vector<std::string> names;
@@ -40,7 +49,7 @@ TEST(EpochFieldsTest, NamesAreThoseOfTheFilesAndUnique) {
   }
   EXPECT_EQ(names, expected);
   EXPECT_EQ(unique.size(), names.size());
-  EXPECT_EQ(kEpochColumnFields, 14u);
+  EXPECT_EQ(kEpochColumnFields, 23u);
 }
 
 TEST(EpochFieldsTest, CheckpointProtoRoundTripsEveryField) {
