@@ -35,8 +35,7 @@ struct FaultPlan {
 
   bool any() const {
     return kill_after_step > 0 || kill_in_validation > 0 || kill_in_checkpoint_write > 0 ||
-           corrupt_checkpoint_write > 0 || term_after_step > 0 || nan_step > 0 ||
-           perturb_step > 0;
+           corrupt_checkpoint_write > 0 || term_after_step > 0 || nan_step > 0 || perturb_step > 0;
   }
   // Parses `spec` (the format above); throws InputError naming the bad entry.
   static FaultPlan Parse(const std::string& spec);
