@@ -38,13 +38,16 @@ class Conv2DPlan final : public LayerPlan {
       ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       attr.set_post_ops(ops);
     }
-    // Mixed precision: bf16 operands, f32 results, so the layers around stay f32.
+    // Mixed precision: bf16 operands, f32 accumulation; dst in bf16 when the next layers
+    // run on bf16 activations (bf16_dst), diff_src in src's type.
     const bool bf16 = o.precision == Precision::kBf16;
     const dt op_dt = bf16 ? dt::bf16 : dt::f32;
-    dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
-                                             dnnl::algorithm::convolution_direct,
-                                             AnyDesc(src_dims, op_dt), AnyDesc(w_dims, op_dt),
-                                             bias_md, AnyDesc(dst_dims), strides, pad_l, pad_r);
+    const dt dst_dt = bf16 && o.bf16_dst ? dt::bf16 : dt::f32;
+    const dt src_dt = src_md.data_type();
+    dnnl::convolution_forward::desc fwd_desc(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        AnyDesc(src_dims, op_dt), AnyDesc(w_dims, op_dt), bias_md, AnyDesc(dst_dims, dst_dt),
+        strides, pad_l, pad_r);
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::convolution_forward(fwd_pd_);
 
@@ -66,7 +69,7 @@ class Conv2DPlan final : public LayerPlan {
     // Backward: the ReLU's derivative from the saved dst, then data and weights.
     if (o.fuse_relu) relu_bwd_ = FusedReluBackward(fwd_pd_.dst_desc(), ctx.engine);
     dnnl::convolution_backward_data::desc bwd_data_desc(
-        dnnl::algorithm::convolution_direct, AnyDesc(src_dims), AnyDesc(w_dims, op_dt),
+        dnnl::algorithm::convolution_direct, AnyDesc(src_dims, src_dt), AnyDesc(w_dims, op_dt),
         AnyDesc(dst_dims, op_dt), strides, pad_l, pad_r);
     bwd_data_pd_ =
         dnnl::convolution_backward_data::primitive_desc(bwd_data_desc, ctx.engine, fwd_pd_);
@@ -88,8 +91,8 @@ class Conv2DPlan final : public LayerPlan {
         ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
-    // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data
-    // starts from that bf16 copy.
+    // In bf16 diff_dst is converted (an f32 diff_dst) or reordered at most once, for
+    // backward-weights; backward-data starts from that bf16 copy.
     diff_data_from_w_ = bf16;
     diff_dst_data_ = ReorderIfNeeded(bf16 ? bwd_w_pd_.diff_dst_desc() : fwd_pd_.dst_desc(),
                                      bwd_data_pd_.diff_dst_desc(), ctx.engine);

@@ -24,12 +24,15 @@ class DensePlan final : public LayerPlan {
       ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       attr.set_post_ops(ops);
     }
-    // Mixed precision: bf16 operands, f32 results, so the layers around stay f32.
+    // Mixed precision: bf16 operands, f32 accumulation; dst in bf16 when the next layers
+    // run on bf16 activations (bf16_dst), diff_src in src's type.
     bf16_ = o.precision == Precision::kBf16;
     const dt op_dt = bf16_ ? dt::bf16 : dt::f32;
-    dnnl::inner_product_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
-                                               bf16_ ? AnyDesc(src_dims, op_dt) : src_md,
-                                               AnyDesc(w_dims, op_dt), bias_md, AnyDesc(dst_dims));
+    const dt dst_dt = bf16_ && o.bf16_dst ? dt::bf16 : dt::f32;
+    const dt src_dt = src_md.data_type();
+    dnnl::inner_product_forward::desc fwd_desc(
+        dnnl::prop_kind::forward_training, bf16_ ? AnyDesc(src_dims, op_dt) : src_md,
+        AnyDesc(w_dims, op_dt), bias_md, AnyDesc(dst_dims, dst_dt));
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(fwd_desc, attr, ctx.engine);
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
     auto make_parameters = [&](const memory::desc& master_md) {
@@ -54,13 +57,13 @@ class DensePlan final : public LayerPlan {
     const memory::desc data_diff_dst_md =
         bf16_ ? AnyDesc(dst_dims, op_dt) : memory::desc(fwd_pd_.dst_desc());
     try {
-      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), data_w_md,
+      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims, src_dt), data_w_md,
                                                         data_diff_dst_md);
       bwd_data_pd_ =
           dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
     } catch (const dnnl::error&) {
-      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims), AnyDesc(w_dims, op_dt),
-                                                        data_diff_dst_md);
+      dnnl::inner_product_backward_data::desc data_desc(AnyDesc(src_dims, src_dt),
+                                                        AnyDesc(w_dims, op_dt), data_diff_dst_md);
       bwd_data_pd_ =
           dnnl::inner_product_backward_data::primitive_desc(data_desc, ctx.engine, fwd_pd_);
     }
@@ -80,8 +83,8 @@ class DensePlan final : public LayerPlan {
         ReorderIfNeeded(layer.weights_.value.get_desc(), fwd_pd_.weights_desc(), ctx.engine);
     src_w_ = ReorderIfNeeded(fwd_pd_.src_desc(), bwd_w_pd_.src_desc(), ctx.engine);
     diff_dst_w_ = ReorderIfNeeded(fwd_pd_.dst_desc(), bwd_w_pd_.diff_dst_desc(), ctx.engine);
-    // In bf16 the f32 diff_dst is converted once, for backward-weights; backward-data
-    // starts from that bf16 copy.
+    // In bf16 diff_dst is converted (an f32 diff_dst) or reordered at most once, for
+    // backward-weights; backward-data starts from that bf16 copy.
     diff_dst_data_ = ReorderIfNeeded(bf16_ ? bwd_w_pd_.diff_dst_desc() : fwd_pd_.dst_desc(),
                                      bwd_data_pd_.diff_dst_desc(), ctx.engine);
     diff_weights_out_ =

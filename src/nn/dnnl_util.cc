@@ -7,10 +7,10 @@
 
 namespace epochal::nn {
 
-dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims) {
+dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims, dt type) {
   static constexpr tag kTags[] = {tag::undef, tag::a, tag::ab, tag::abc, tag::abcd, tag::abcde};
   EPOCHAL_CHECK(!dims.empty() && dims.size() <= 5, "unsupported rank ", dims.size());
-  return dnnl::memory::desc(dims, dt::f32, kTags[dims.size()]);
+  return dnnl::memory::desc(dims, type, kTags[dims.size()]);
 }
 
 dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type) {
@@ -23,8 +23,17 @@ dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engi
   return m;
 }
 
+size_t ElementBytes(const dnnl::memory::desc& md) {
+  return dnnl::memory::data_type_size(md.data_type());
+}
+
 int64_t PhysicalSize(const dnnl::memory::desc& md) {
-  return static_cast<int64_t>(md.get_size() / sizeof(float));
+  return static_cast<int64_t>(md.get_size() / ElementBytes(md));
+}
+
+std::span<float> Span(const dnnl::memory& m) {
+  EPOCHAL_CHECK(m.get_desc().data_type() == dt::f32, "Span() needs an f32 memory");
+  return {Data(m), static_cast<size_t>(PhysicalSize(m.get_desc()))};
 }
 
 int64_t PhysicalOffset(const dnnl::memory::desc& md, std::span<const int64_t> idx) {
@@ -129,7 +138,7 @@ void FromPlain(DnnlContext& ctx, std::span<const float> plain, const dnnl::memor
   const auto plain_md = PlainDesc(m.get_desc().dims());
   EPOCHAL_CHECK(static_cast<int64_t>(plain.size()) == PhysicalSize(plain_md), "expected ",
                 PhysicalSize(plain_md), " values, got ", plain.size());
-  std::fill(Data(m), Data(m) + PhysicalSize(m.get_desc()), 0.0f);
+  std::memset(m.get_data_handle(), 0, m.get_desc().get_size());
   dnnl::memory src(plain_md, ctx.engine, const_cast<float*>(plain.data()));
   dnnl::reorder(src, m).execute(ctx.stream, src, const_cast<dnnl::memory&>(m));
   ctx.stream.wait();

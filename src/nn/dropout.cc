@@ -1,9 +1,11 @@
 #include "epochal/nn/dropout.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
+#include "epochal/core/bf16.h"
 #include "epochal/core/error.h"
 #include "epochal/core/hash.h"
 #include "epochal/core/rng.h"
@@ -76,6 +78,23 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleGathered(
   }
 }
 
+// The same on bf16 activations: the product is formed in f32 and rounded to nearest even
+// once, as a bf16 primitive would (core/bf16.h's FloatToBf16); a dropped element is +0.
+// Written without branches so it vectorizes. FloatToBf16's NaN select is not needed: a
+// NaN product here is a bf16 NaN times a finite factor, whose low 16 bits are zero, so
+// rounding cannot carry out of its significand.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleGatheredBf16(
+    const Bf16Bits* src, const float* factor, const int32_t* index, int64_t count, Bf16Bits* dst) {
+#pragma omp simd
+  for (int64_t p = 0; p < count; ++p) {
+    const float k = factor[index[p]];
+    const float v = std::bit_cast<float>(static_cast<uint32_t>(src[p]) << 16) * k;
+    const uint32_t u = std::bit_cast<uint32_t>(v);
+    const uint32_t keep = 0u - static_cast<uint32_t>(k != 0.0f);
+    dst[p] = static_cast<Bf16Bits>(((u + 0x7FFFu + ((u >> 16) & 1u)) & keep) >> 16);
+  }
+}
+
 class DropoutPlan final : public LayerPlan {
  public:
   DropoutPlan(const Dropout& layer, DnnlContext& ctx, const memory::desc& src_md)
@@ -102,6 +121,10 @@ class DropoutPlan final : public LayerPlan {
       gather_index_[p] = l >= 0 ? l : static_cast<int32_t>(logical_per_sample_);
     }
     scale_ = 1.0f / (1.0f - layer.rate());
+    bf16_ = src_md.data_type() == dt::bf16;
+    EPOCHAL_CHECK(bf16_ || src_md.data_type() == dt::f32, layer.name(),
+                  ": dropout takes f32 or bf16 activations");
+    sample_bytes_ = static_cast<size_t>(physical_per_sample_) * ElementBytes(src_md);
   }
 
   const memory& dst() const override { return dst_; }
@@ -109,19 +132,18 @@ class DropoutPlan final : public LayerPlan {
 
   void Forward(const StepContext& ctx, const memory& src) override {
     ctx_.stream.wait();  // The loops below read src on this thread.
-    const float* in = Data(src);
-    float* out = Data(dst_);
     active_ = UsesDropout(ctx.mode) && layer_.rate() > 0.0f;
     if (!active_) {
       // Identity: dst is src's buffer, no copy (the next layer reads it before src
       // changes, as Flatten's view does).
-      dst_.set_data_handle(const_cast<float*>(in));
+      dst_.set_data_handle(src.get_data_handle());
       return;
     }
-    if (out != Data(own_dst_)) {
+    if (dst_.get_data_handle() != own_dst_.get_data_handle()) {
       dst_.set_data_handle(own_dst_.get_data_handle());
-      out = Data(dst_);
     }
+    auto* in = static_cast<const char*>(src.get_data_handle());
+    auto* out = static_cast<char*>(dst_.get_data_handle());
     EPOCHAL_CHECK(static_cast<int64_t>(ctx.sample_ids.size()) == batch_,
                   "dropout needs one sample id per batch row");
 #pragma omp parallel for schedule(static)
@@ -135,33 +157,44 @@ class DropoutPlan final : public LayerPlan {
 #pragma omp simd
       for (int64_t l = 0; l < logical_per_sample_; ++l)
         factor[l] = static_cast<float>(mask[l]) * scale;
-      ScaleGathered(in + n * physical_per_sample_, factor, gather_index_.data(),
-                    physical_per_sample_, out + n * physical_per_sample_);
+      Scale(in + n * sample_bytes_, factor, out + n * sample_bytes_);
     }
   }
 
   void Backward(const StepContext&, const memory&, const memory& diff_dst, bool) override {
     ctx_.stream.wait();
-    const float* in = Data(diff_dst);
-    float* out = Data(diff_src_);
+    auto* in = static_cast<const char*>(diff_dst.get_data_handle());
+    auto* out = static_cast<char*>(diff_src_.get_data_handle());
     if (!active_) {
-      std::memcpy(out, in, static_cast<size_t>(batch_ * physical_per_sample_) * sizeof(float));
+      std::memcpy(out, in, static_cast<size_t>(batch_) * sample_bytes_);
       return;
     }
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < batch_; ++n) {
-      ScaleGathered(in + n * physical_per_sample_, factors_.data() + n * factor_stride_,
-                    gather_index_.data(), physical_per_sample_, out + n * physical_per_sample_);
+      Scale(in + n * sample_bytes_, factors_.data() + n * factor_stride_, out + n * sample_bytes_);
     }
   }
 
  private:
+  // One sample's elements times their factors, in the activations' type.
+  void Scale(const char* in, const float* factor, char* out) const {
+    if (bf16_) {
+      ScaleGatheredBf16(reinterpret_cast<const Bf16Bits*>(in), factor, gather_index_.data(),
+                        physical_per_sample_, reinterpret_cast<Bf16Bits*>(out));
+    } else {
+      ScaleGathered(reinterpret_cast<const float*>(in), factor, gather_index_.data(),
+                    physical_per_sample_, reinterpret_cast<float*>(out));
+    }
+  }
+
   const Dropout& layer_;
   DnnlContext& ctx_;
   std::vector<int32_t> logical_of_physical_;
   int64_t batch_ = 0, physical_per_sample_ = 0, logical_per_sample_ = 0, mask_stride_ = 0;
   float scale_ = 1.0f;
   bool active_ = false;
+  bool bf16_ = false;        // bf16 activations (else f32).
+  size_t sample_bytes_ = 0;  // One sample's physical elements, in bytes.
   memory own_dst_, dst_, diff_src_;
   std::vector<uint8_t> logical_mask_;  // [batch, mask_stride], 1 = keep.
   int64_t factor_stride_ = 0;

@@ -13,8 +13,8 @@ class FlattenPlan final : public LayerPlan {
     const memory::dims dims = src_md.dims();
     int64_t features = 1;
     for (size_t i = 1; i < dims.size(); ++i) features *= dims[i];
-    const memory::desc plain_md = PlainDesc(dims);
-    const memory::desc flat_md = PlainDesc({dims[0], features});
+    const memory::desc plain_md = PlainDesc(dims, src_md.data_type());
+    const memory::desc flat_md = PlainDesc({dims[0], features}, src_md.data_type());
     reorder_needed_ = src_md != plain_md;
     plain_ = ZeroedMemory(plain_md, ctx.engine);
     dst_ = memory(flat_md, ctx.engine, plain_.get_data_handle());

@@ -13,9 +13,9 @@ class MaxPoolPlan final : public LayerPlan {
               int64_t pool, int64_t stride)
       : ctx_(ctx) {
     const memory::dims strides = {stride, stride}, kernel = {pool, pool}, pad = {0, 0};
-    dnnl::pooling_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
-                                         dnnl::algorithm::pooling_max, src_md, AnyDesc(dst_dims),
-                                         strides, kernel, pad, pad);
+    dnnl::pooling_forward::desc fwd_desc(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, src_md,
+        AnyDesc(dst_dims, src_md.data_type()), strides, kernel, pad, pad);
     dnnl::pooling_forward::primitive_desc fwd_pd(fwd_desc, ctx.engine);
     fwd_ = dnnl::pooling_forward(fwd_pd);
     dnnl::pooling_backward::desc bwd_desc(dnnl::algorithm::pooling_max, src_md, fwd_pd.dst_desc(),

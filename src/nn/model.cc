@@ -81,8 +81,17 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed, Preci
   if (n == 0 || spec.layers(n - 1).kind_case() != v1::LayerSpec::kSoftmaxCrossEntropy) {
     throw InputError("model.layers: the last layer must be softmax_cross_entropy");
   }
+  // In bf16, every conv and dense layer but the last writes bf16 activations, so the
+  // layers between them (batch norm, pooling, dropout, flatten) read and write bf16 too;
+  // the last one's f32 output feeds the f32 loss.
+  int last_weighted = -1;
+  for (int i = 0; i + 1 < n; ++i) {
+    const auto kind = spec.layers(i).kind_case();
+    if (kind == v1::LayerSpec::kConv || kind == v1::LayerSpec::kDense) last_weighted = i;
+  }
   for (int i = 0; i + 1 < n; ++i) {
     const v1::LayerSpec& l = spec.layers(i);
+    const bool bf16_dst = precision == Precision::kBf16 && i != last_weighted;
     const std::string name = DefaultName(l, static_cast<size_t>(i));
     const bool relu_next = i + 1 < n && spec.layers(i + 1).kind_case() == v1::LayerSpec::kRelu;
     switch (l.kind_case()) {
@@ -96,6 +105,7 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed, Preci
         o.bias = !l.conv().no_bias();
         o.fuse_relu = relu_next;
         o.precision = precision;
+        o.bf16_dst = bf16_dst;
         layers_.push_back(std::make_unique<Conv2D>(name, o));
         if (relu_next) ++i;
         break;
@@ -105,6 +115,7 @@ Model::Model(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed, Preci
         o.units = l.dense().units();
         o.fuse_relu = relu_next;
         o.precision = precision;
+        o.bf16_dst = bf16_dst;
         layers_.push_back(std::make_unique<Dense>(name, o));
         if (relu_next) ++i;
         break;

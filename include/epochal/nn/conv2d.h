@@ -31,9 +31,14 @@ struct Conv2DOptions {
   bool same = true;
   bool bias = true;
   bool fuse_relu = false;
-  // kBf16: bf16 src, weights and diff_dst, f32 accumulation, dst, diff_src and
-  // gradients; the weights are kept in f32 (layer.h's Parameter) and converted on use.
+  // kBf16: bf16 src, weights and diff_dst, f32 accumulation and gradients; the weights
+  // are kept in f32 (layer.h's Parameter) and converted on use. diff_src has src's
+  // data type (bf16 after a bf16 layer, f32 after the f32 input).
   Precision precision = Precision::kF32;
+  // With kBf16: dst (and so the diff_dst that comes back) is bf16, and the layers after
+  // it run on bf16 activations; false keeps dst f32 (Model does so for the last conv or
+  // dense layer, whose output feeds the f32 loss). Ignored in f32.
+  bool bf16_dst = false;
 };
 
 class Conv2D final : public Layer {

@@ -11,8 +11,9 @@ namespace epochal::nn {
 struct DenseOptions {
   int64_t units = 0;
   bool fuse_relu = false;
-  // As Conv2DOptions::precision: bf16 operands, f32 results and master weights.
+  // As Conv2DOptions::precision and bf16_dst.
   Precision precision = Precision::kF32;
+  bool bf16_dst = false;
 };
 
 class Dense final : public Layer {

@@ -21,20 +21,18 @@ struct DnnlContext {
   dnnl::stream stream{engine};
 };
 
-// A memory descriptor for f32 data of `dims` in a plain layout (nc, nchw, x, oihw...).
-dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims);
+// A memory descriptor for data of `dims` in a plain layout (nc, nchw, x, oihw...).
+dnnl::memory::desc PlainDesc(const dnnl::memory::dims& dims, dt type = dt::f32);
 // The same dims with format_tag::any, letting a primitive choose its layout.
 dnnl::memory::desc AnyDesc(const dnnl::memory::dims& dims, dt type = dt::f32);
 // A new CPU memory of `md`, zero-filled: blocked layouts pad channels to the block size,
 // and oneDNN primitives expect those padding elements to be zero.
 dnnl::memory ZeroedMemory(const dnnl::memory::desc& md, const dnnl::engine& engine);
-// Number of f32 elements a memory holds, padding included.
+// Number of elements (of the desc's data type) a memory holds, padding included.
 int64_t PhysicalSize(const dnnl::memory::desc& md);
-// Pointer to a CPU memory's floats.
+// Pointer to a CPU memory's floats (an f32 memory: parameters, gradients, f32 activations).
 inline float* Data(const dnnl::memory& m) { return static_cast<float*>(m.get_data_handle()); }
-inline std::span<float> Span(const dnnl::memory& m) {
-  return {Data(m), static_cast<size_t>(PhysicalSize(m.get_desc()))};
-}
+std::span<float> Span(const dnnl::memory& m);
 
 // Physical element offset of the logical index `idx` (one entry per dim) in `md`,
 // following oneDNN's blocking description (outer strides plus inner blocks).
@@ -95,6 +93,9 @@ class FusedReluBackward {
   dnnl::memory diff_pre_;
   std::unordered_map<int, dnnl::memory> args_;
 };
+
+// Elements of `md` in bytes: 4 for f32, 2 for bf16.
+size_t ElementBytes(const dnnl::memory::desc& md);
 
 // Copies a memory into a plain-layout float vector (tests, checkpoints, exports).
 std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m);

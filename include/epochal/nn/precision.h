@@ -1,10 +1,13 @@
 // Numeric precision of the conv and dense layers.
 //
 // kBf16 is mixed precision: conv and dense primitives take bf16 src, weights and
-// diff_dst (oneDNN's AMX or AVX512-BF16 kernels) and accumulate and write f32, so the
-// layers between them, the batch-norm statistics, the loss, the master weights, the
-// gradients and the optimizer all stay f32. Checkpoints and weights files are f32
-// whatever the precision.
+// diff_dst (oneDNN's AMX or AVX512-BF16 kernels) and accumulate in f32. Activations and
+// their gradients are bf16 between layers: every conv and dense layer but the last writes
+// bf16, and batch norm, max pool, dropout and flatten read and write bf16 (oneDNN's bf16
+// primitives, or loops that compute in f32 and round once). The first layer reads the f32
+// images and the last writes f32 logits, so the loss is f32; batch-norm statistics,
+// master weights, parameter gradients and the optimizer stay f32. Checkpoints and
+// weights files are f32 whatever the precision.
 //
 // "auto" asks oneDNN which ISA it dispatches (dnnl::get_effective_cpu_isa, which also
 // honours ONEDNN_MAX_CPU_ISA), never /proc/cpuinfo: bf16 where that ISA has native bf16
