@@ -4,16 +4,19 @@
 # real Fashion-MNIST. Prints images/s, the exposed all-reduce wait as a share of the step
 # and the share of all-reduce time hidden behind backward (from history.json's
 # rank_timings, as the console prints them), then the ratio the targets ask for.
-# Usage: bash benchmarks/scaling.sh [samples per run, default 9600]
+# Usage: bash benchmarks/scaling.sh [samples per run, default 9600] [precision: f32 (default),
+#        bf16 or auto, as --precision]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="${EPOCHAL_BIN:-build/src/apps/epochal}"
 samples="${1:-9600}"
+precision="${2:-f32}"
 config=configs/fashion_mnist_minivggnet.textproto
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-common=(train --config "$config" --epochs 1 --limit-train "$samples" --limit-val 500 --batch-size 32)
+common=(train --config "$config" --epochs 1 --limit-train "$samples" --limit-val 500 --batch-size 32
+  --precision "$precision")
 
 run() {  # name ranks threads [mpiexec args...]
   local name="$1" ranks="$2" threads="$3"
@@ -32,7 +35,7 @@ run() {  # name ranks threads [mpiexec args...]
   echo "$ips" > "$out.ips"
 }
 
-echo "MiniVGGNet, batch 32 per rank, $samples training samples per run, $(nproc) cores ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p'))"
+echo "MiniVGGNet, batch 32 per rank, precision $precision, $samples training samples per run, $(nproc) cores ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p'))"
 run "1 rank x 2 threads" 1 2
 run "2 ranks x 1 thread" 2 1
 run "2 ranks x 1 thread, TCP" 2 1 --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo
