@@ -20,10 +20,9 @@ double Seconds(std::chrono::steady_clock::duration d) {
 // (float addition is, and the rounding depends only on the sum), so MPI may combine
 // partial sums in any order; like MPI_SUM on floats it is not associative.
 void Bf16Sum(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
-  const auto* a = static_cast<const uint16_t*>(in);
-  auto* b = static_cast<uint16_t*>(inout);
-  const int n = *len;
-  for (int i = 0; i < n; ++i) b[i] = FloatToBf16(Bf16ToFloat(a[i]) + Bf16ToFloat(b[i]));
+  // MPI passes two distinct buffers.
+  AddBf16(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout),
+          static_cast<size_t>(*len));
 }
 
 bool MpiFinalized() {
@@ -190,10 +189,8 @@ void GradientBucketer::MarkReady(size_t param_index) {
   Bucket& bucket = buckets_[param.bucket];
   // The bucket has not started, so MPI and the progress thread leave its bytes alone.
   if (wire_ == WirePrecision::kBf16) {
-    uint16_t* out = wire_buffer_.data() + bucket.offset + param.offset;
-    const float* in = param.grad.data();
-    const size_t n = param.grad.size();
-    for (size_t j = 0; j < n; ++j) out[j] = FloatToBf16(in[j]);
+    FloatsToBf16(param.grad.data(), wire_buffer_.data() + bucket.offset + param.offset,
+                 param.grad.size());
   } else if (Active()) {
     std::copy(param.grad.begin(), param.grad.end(),
               buffer_.begin() + static_cast<std::ptrdiff_t>(bucket.offset + param.offset));
@@ -258,10 +255,8 @@ void GradientBucketer::Unpack(size_t bucket) {
   if (wire_ == WirePrecision::kBf16) {
     for (size_t p : b.params) {
       const Param& param = params_[p];
-      const uint16_t* src = wire_buffer_.data() + b.offset + param.offset;
-      float* out = param.grad.data();
-      const size_t n = param.grad.size();
-      for (size_t j = 0; j < n; ++j) out[j] = Bf16ToFloat(src[j]);
+      Bf16ToFloats(wire_buffer_.data() + b.offset + param.offset, param.grad.data(),
+                   param.grad.size());
     }
     return;  // the extras were reduced in place, in f32
   }

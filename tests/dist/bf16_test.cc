@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -71,6 +72,37 @@ TEST(Bf16Test, NanStaysNanAndInfinitiesStay) {
   // Past bf16's largest finite value (0x7f7f) by at least half a step: infinity.
   EXPECT_EQ(RoundToBf16(std::numeric_limits<float>::max()), inf);
   EXPECT_EQ(RoundToBf16(FromBits(0x7f7f7fffu)), FromBits(0x7f7f0000u));
+}
+
+// The array forms (vectorized blocks of 16, then a tail) agree with the scalar ones at
+// every length and offset into a block, NaN and ties included.
+TEST(Bf16Test, ArrayFormsMatchTheScalarOnes) {
+  std::vector<float> in;
+  for (int i = 0; i < 53; ++i) {
+    in.push_back(std::ldexp(1.0f + static_cast<float>(i) * 0x1.0p-10f, i % 9 - 4) *
+                 (i % 2 ? -1.0f : 1.0f));
+  }
+  in[7] = std::numeric_limits<float>::quiet_NaN();
+  in[20] = FromBits(0x7f800001u);              // NaN with its payload in the low bits
+  in[33] = 1.0f + std::ldexp(1.0f, -8);        // a tie
+  in[40] = std::numeric_limits<float>::max();  // rounds to infinity
+  for (size_t n = 0; n <= in.size(); ++n) {
+    std::vector<uint16_t> out(n), other(n);
+    FloatsToBf16(in.data(), out.data(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], FloatToBf16(in[i])) << n << " " << i;
+    std::vector<float> back(n);
+    Bf16ToFloats(out.data(), back.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(back[i]), std::bit_cast<uint32_t>(Bf16ToFloat(out[i])));
+    }
+    for (size_t i = 0; i < n; ++i) other[i] = FloatToBf16(0.75f * static_cast<float>(i) - 3.0f);
+    std::vector<uint16_t> sum = other;
+    AddBf16(out.data(), sum.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t expected = FloatToBf16(Bf16ToFloat(out[i]) + Bf16ToFloat(other[i]));
+      ASSERT_EQ(sum[i], expected) << n << " " << i;
+    }
+  }
 }
 
 }  // namespace
