@@ -88,6 +88,10 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("precision", "MODE",
           "conv and dense arithmetic: auto (bf16 where oneDNN has native bf16), f32 or bf16",
           "config's, else f32");
+  f.Value("allreduce-precision", "MODE",
+          "what the gradient all-reduce sends: f32 or bf16 (half the bytes, rounded; the "
+          "loss and counts stay f32)",
+          "config's, else f32");
   AddCheckpointFlags(f);
   AddMetricsFlags(f);
   AddControlFlags(f);
@@ -120,6 +124,12 @@ int Train(const dist::Communicator& comm, int argc, char** argv) {
       config.mutable_training()->set_allreduce_progress(*v);
     }
     if (auto v = f.Get("precision")) config.mutable_training()->set_precision(*v);
+    if (auto v = f.Get("allreduce-precision")) {
+      if (*v != "f32" && *v != "bf16") {
+        throw InputError("--allreduce-precision must be f32 or bf16, got '" + *v + "'");
+      }
+      config.mutable_training()->set_allreduce_precision(*v);
+    }
     ApplyCheckpointFlags(f, &config);
     train::ValidateExperimentConfig(config, *f.Get("config") + " (with command-line flags)",
                                     nullptr);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "epochal/core/error.h"
+#include "epochal/dist/bf16.h"
 #include "epochal/dist/mpi_check.h"
 
 namespace epochal::dist {
@@ -15,7 +16,26 @@ double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// The bf16 wire's MPI op: inout[i] = bf16(float(in[i]) + float(inout[i])). Commutative
+// (float addition is, and the rounding depends only on the sum), so MPI may combine
+// partial sums in any order; like MPI_SUM on floats it is not associative.
+void Bf16Sum(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+  // MPI passes two distinct buffers.
+  AddBf16(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout),
+          static_cast<size_t>(*len));
+}
+
+bool MpiFinalized() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
 }  // namespace
+
+const char* WirePrecisionName(WirePrecision precision) {
+  return precision == WirePrecision::kBf16 ? "bf16" : "f32";
+}
 
 const char* ProgressName(Progress progress) {
   return progress == Progress::kThread ? "thread" : "poll";
@@ -52,8 +72,8 @@ std::vector<std::vector<size_t>> PlanBuckets(std::span<const size_t> sizes, size
 
 GradientBucketer::GradientBucketer(const Communicator& comm, std::vector<std::span<float>> grads,
                                    size_t bucket_bytes, size_t num_extras, Progress progress,
-                                   std::chrono::microseconds poll_interval)
-    : comm_(comm.Duplicate()), poll_interval_(poll_interval) {
+                                   std::chrono::microseconds poll_interval, WirePrecision wire)
+    : comm_(comm.Duplicate()), num_extras_(num_extras), poll_interval_(poll_interval) {
   std::vector<size_t> sizes(grads.size());
   params_.resize(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
@@ -75,21 +95,33 @@ GradientBucketer::GradientBucketer(const Communicator& comm, std::vector<std::sp
       params_[p].offset = bucket.floats;
       bucket.floats += sizes[p];
     }
+    bucket.grads = bucket.floats;
     if (b + 1 == plan.size()) bucket.floats += num_extras;
     EPOCHAL_CHECK(bucket.floats <= static_cast<size_t>(INT_MAX), "gradient bucket ", b, " holds ",
                   bucket.floats, " floats, more than one MPI_Iallreduce can send");
     total += bucket.floats;
   }
-  // Solo or single-rank: nothing is sent, so only the extras need storage.
-  if (Active()) {
+  // Solo or single-rank: nothing is sent, so only the extras need storage (and bf16 is
+  // moot: nothing is converted).
+  if (Active() && wire == WirePrecision::kBf16) {
+    wire_ = WirePrecision::kBf16;
+    wire_buffer_.assign(total - num_extras, 0);
+    buffer_.assign(num_extras, 0.0f);
+    extras_ = std::span<float>(buffer_);
+    EPOCHAL_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &bf16_type_));
+    EPOCHAL_MPI_CHECK(MPI_Type_commit(&bf16_type_));
+    EPOCHAL_MPI_CHECK(MPI_Op_create(&Bf16Sum, /*commute=*/1, &bf16_sum_));
+  } else if (Active()) {
     buffer_.assign(total, 0.0f);
     extras_ = std::span<float>(buffer_).subspan(total - num_extras, num_extras);
   } else {
     buffer_.assign(num_extras, 0.0f);
     extras_ = std::span<float>(buffer_);
   }
-  requests_.assign(buckets_.size(), MPI_REQUEST_NULL);
-  completed_indices_.assign(buckets_.size(), 0);
+  const bool extras_request = wire_ == WirePrecision::kBf16 && num_extras > 0;
+  requests_.assign(buckets_.size() + (extras_request ? 1 : 0), MPI_REQUEST_NULL);
+  completed_indices_.assign(requests_.size(), 0);
+  just_completed_.reserve(buckets_.size());
   marked_.assign(params_.size(), 0);
   BeginStep();
   if (progress == Progress::kThread && Active()) {
@@ -110,9 +142,21 @@ GradientBucketer::~GradientBucketer() {
     thread_.join();
   }
   if (in_flight_ > 0) {
-    // See the header: MPI may still write into the buffer.
+    // See the header: MPI may still write into the buffers and call the op.
     new std::vector<float>(std::move(buffer_));
+    new std::vector<uint16_t>(std::move(wire_buffer_));
+    return;
   }
+  if (MpiFinalized()) return;
+  if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
+  if (bf16_type_ != MPI_DATATYPE_NULL) MPI_Type_free(&bf16_type_);
+}
+
+size_t GradientBucketer::bucket_wire_bytes(size_t b) const {
+  const Bucket& bucket = buckets_.at(b);
+  const size_t extras = bucket.floats - bucket.grads;
+  const size_t grad_bytes = wire_ == WirePrecision::kBf16 ? sizeof(uint16_t) : sizeof(float);
+  return bucket.grads * grad_bytes + extras * sizeof(float);
 }
 
 void GradientBucketer::BeginStep() {
@@ -125,6 +169,7 @@ void GradientBucketer::BeginStep() {
     bucket.unready = bucket.params.size();
     bucket.started = false;
     bucket.completed = false;
+    bucket.pending = 0;
   }
   next_to_start_ = 0;
   in_flight_ = 0;
@@ -143,7 +188,10 @@ void GradientBucketer::MarkReady(size_t param_index) {
   const Param& param = params_[param_index];
   Bucket& bucket = buckets_[param.bucket];
   // The bucket has not started, so MPI and the progress thread leave its bytes alone.
-  if (Active()) {
+  if (wire_ == WirePrecision::kBf16) {
+    FloatsToBf16(param.grad.data(), wire_buffer_.data() + bucket.offset + param.offset,
+                 param.grad.size());
+  } else if (Active()) {
     std::copy(param.grad.begin(), param.grad.end(),
               buffer_.begin() + static_cast<std::ptrdiff_t>(bucket.offset + param.offset));
   }
@@ -163,11 +211,27 @@ void GradientBucketer::StartReadyBuckets() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].unready == 0) {
     Bucket& bucket = buckets_[next_to_start_];
     bucket.started = true;
-    if (Active()) {
+    if (wire_ == WirePrecision::kBf16) {
+      bucket.start_time = Clock::now();
+      // A bucket of extras only sends no gradients; every rank makes the same call.
+      EPOCHAL_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, wire_buffer_.data() + bucket.offset,
+                                       static_cast<int>(bucket.grads), bf16_type_, bf16_sum_,
+                                       comm_.comm(), &requests_[next_to_start_]));
+      bucket.pending = 1;
+      // The extras stay f32, right behind the last bucket's gradients.
+      if (next_to_start_ + 1 == buckets_.size() && num_extras_ > 0) {
+        EPOCHAL_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer_.data(),
+                                         static_cast<int>(num_extras_), MPI_FLOAT, MPI_SUM,
+                                         comm_.comm(), &requests_[buckets_.size()]));
+        bucket.pending = 2;
+      }
+      ++in_flight_;
+    } else if (Active()) {
       bucket.start_time = Clock::now();
       EPOCHAL_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer_.data() + bucket.offset,
                                        static_cast<int>(bucket.floats), MPI_FLOAT, MPI_SUM,
                                        comm_.comm(), &requests_[next_to_start_]));
+      bucket.pending = 1;
       ++in_flight_;
     } else {
       bucket.completed = true;
@@ -176,15 +240,26 @@ void GradientBucketer::StartReadyBuckets() {
   }
 }
 
-void GradientBucketer::Complete(size_t bucket, Clock::time_point now) {
-  Bucket& b = buckets_[bucket];
+bool GradientBucketer::Complete(size_t request, Clock::time_point now) {
+  // The request past the buckets' is the extras', part of the last bucket.
+  Bucket& b = buckets_[std::min(request, buckets_.size() - 1)];
+  if (--b.pending > 0) return false;
   b.completed = true;
   allreduce_seconds_ += Seconds(now - b.start_time);
   --in_flight_;
+  return true;
 }
 
 void GradientBucketer::Unpack(size_t bucket) {
   const Bucket& b = buckets_[bucket];
+  if (wire_ == WirePrecision::kBf16) {
+    for (size_t p : b.params) {
+      const Param& param = params_[p];
+      Bf16ToFloats(wire_buffer_.data() + b.offset + param.offset, param.grad.data(),
+                   param.grad.size());
+    }
+    return;  // the extras were reduced in place, in f32
+  }
   for (size_t p : b.params) {
     const Param& param = params_[p];
     const auto src = buffer_.begin() + static_cast<std::ptrdiff_t>(b.offset + param.offset);
@@ -200,11 +275,12 @@ void GradientBucketer::Poll() {
 
 void GradientBucketer::TestInFlight() {
   if (in_flight_ == 0) return;
-  for (size_t b = 0; b < next_to_start_; ++b) {
-    if (!buckets_[b].started || buckets_[b].completed) continue;
+  // Requests not started, or already completed (MPI_Test resets them), are null.
+  for (size_t r = 0; r < requests_.size(); ++r) {
+    if (requests_[r] == MPI_REQUEST_NULL) continue;
     int done = 0;
-    EPOCHAL_MPI_CHECK(MPI_Test(&requests_[b], &done, MPI_STATUS_IGNORE));
-    if (done) Complete(b, Clock::now());
+    EPOCHAL_MPI_CHECK(MPI_Test(&requests_[r], &done, MPI_STATUS_IGNORE));
+    if (done) Complete(r, Clock::now());
   }
 }
 
@@ -238,8 +314,13 @@ void GradientBucketer::Wait() {
                                      completed_indices_.data(), MPI_STATUSES_IGNORE));
       const Clock::time_point after = Clock::now();
       exposed += after - before;
-      for (int k = 0; k < count; ++k) Complete(static_cast<size_t>(completed_indices_[k]), after);
-      for (int k = 0; k < count; ++k) Unpack(static_cast<size_t>(completed_indices_[k]));
+      just_completed_.clear();
+      for (int k = 0; k < count; ++k) {
+        const auto request = static_cast<size_t>(completed_indices_[k]);
+        if (Complete(request, after))
+          just_completed_.push_back(std::min(request, buckets_.size() - 1));
+      }
+      for (size_t b : just_completed_) Unpack(b);
       unpack += Clock::now() - after;
     }
     exposed_wait_seconds_ = Seconds(exposed);

@@ -790,6 +790,11 @@ void ValidateExperimentConfig(const v1::ExperimentConfig& config, const std::str
       v.Fail(n, Field<T>(T::kPrecisionFieldNumber),
              "must be \"auto\", \"f32\" or \"bf16\" (got \"" + precision + "\")");
     }
+    const std::string& wire = training.allreduce_precision();
+    if (!wire.empty() && wire != "f32" && wire != "bf16") {
+      v.Fail(n, Field<T>(T::kAllreducePrecisionFieldNumber),
+             "must be \"f32\" or \"bf16\" (got \"" + wire + "\")");
+    }
   }
   {
     using C = v1::CheckpointConfig;

@@ -123,8 +123,16 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   // "auto" polls: with the progress thread, Open MPI 4.1's TCP transport between separate
   // hosts (network namespaces in tests/deploy) hung at the first collectives, while
   // loopback and shared memory worked (docs/distributed.md).
+  // bf16 halves the bytes of the gradients; the envelope stays f32 (config.proto's
+  // training.allreduce_precision). The config was validated: "" and "f32" are f32.
+  const dist::WirePrecision wire =
+      t.allreduce_precision() == "bf16" ? dist::WirePrecision::kBf16 : dist::WirePrecision::kF32;
+  if (comm_->is_root() && world > 1 && wire == dist::WirePrecision::kBf16) {
+    EPOCHAL_LOG(kInfo, "gradient all-reduce in bf16 (the step's sums and counts stay f32)");
+  }
   bucketer_ = std::make_unique<dist::GradientBucketer>(*comm_, std::move(grads), bucket_bytes,
-                                                       dist::StepEnvelope::Size(world), progress);
+                                                       dist::StepEnvelope::Size(world), progress,
+                                                       std::chrono::microseconds(200), wire);
   if (world > 1) BroadcastState();
   evaluator_ = std::make_unique<Evaluator>(config_, *model_, *comm_, &train_set_, per_rank_batch_,
                                            reducer_.get());

@@ -797,6 +797,11 @@ TEST_F(CliTest, UnknownAllreduceProgressNamesTheFlag) {
   EXPECT_FALSE(Contains(o.err, "checkpoint flags")) << o.err;
 }
 
+TEST_F(CliTest, UnknownAllreducePrecisionNamesTheFlag) {
+  const Outcome o = Train({"--epochs", "1", "--allreduce-precision", "fp8"});
+  ExpectCleanFailure(o, {"--allreduce-precision must be f32 or bf16, got 'fp8'"}, 2);
+}
+
 TEST_F(CliTest, ControlPortInUseIsOneClearLine) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);

@@ -424,6 +424,25 @@ TEST(ConfigValidationTest, PrecisionMustBeAKnownMode) {
   }
 }
 
+TEST(ConfigValidationTest, AllreducePrecisionMustBeF32OrBf16) {
+  for (const char* bad : {"fp16", "auto", "BF16"}) {
+    const std::string text =
+        Edited("batch_size: 8", std::string("batch_size: 8 allreduce_precision: \"") + bad + "\"");
+    const std::string error = ParseError(text);
+    EXPECT_NE(error.find(std::string("training.allreduce_precision: must be \"f32\" or \"bf16\" "
+                                     "(got \"") +
+                         bad + "\")"),
+              std::string::npos)
+        << error;
+  }
+  for (const char* mode : {"", "f32", "bf16"}) {
+    EXPECT_NO_THROW(ParseExperimentConfig(
+        Edited("batch_size: 8", std::string("batch_size: 8 allreduce_precision: \"") + mode + "\""),
+        kSource))
+        << mode;
+  }
+}
+
 TEST(ConfigValidationTest, AllErrorsAreListedOnePerLine) {
   std::string text = Edited("filters: 2", "filters: -1");
   text.replace(text.find("epochs: 2"), 9, "epochs: -1");
