@@ -34,23 +34,14 @@
 namespace epochal::nn {
 namespace {
 
+using testing::Abs;
 using testing::RandomArray;
 using testing::ToFloat;
-
-#define REQUIRE_NATIVE_BF16()                                                             \
-  if (!DispatchedIsaHasBf16())                                                            \
-  GTEST_SKIP() << "oneDNN dispatches " << DispatchedIsaName() << " here: no native bf16 " \
-               << "(AVX512-BF16 or AMX), so the bf16 path is not available"
 
 constexpr double kU = 1.0 / 256.0;
 
 ref::Array RoundedToBf16(ref::Array a) {
   for (double& v : a.data) v = Bf16ToFloat(FloatToBf16(static_cast<float>(v)));
-  return a;
-}
-
-ref::Array Abs(ref::Array a) {
-  for (double& v : a.data) v = std::abs(v);
   return a;
 }
 

@@ -29,20 +29,11 @@
 namespace epochal::nn {
 namespace {
 
+using testing::Abs;
 using testing::RandomArray;
 using testing::ToFloat;
 
-#define REQUIRE_NATIVE_BF16()                                                             \
-  if (!DispatchedIsaHasBf16())                                                            \
-  GTEST_SKIP() << "oneDNN dispatches " << DispatchedIsaName() << " here: no native bf16 " \
-               << "(AVX512-BF16 or AMX), so the bf16 path is not available"
-
 constexpr double kU = 1.0 / 256.0;  // bf16 unit roundoff, 2^-8.
-
-ref::Array Abs(ref::Array a) {
-  for (double& v : a.data) v = std::abs(v);
-  return a;
-}
 
 // Checks |actual - expected| <= (2u + u^2 + K 2^-24) * bound elementwise; returns the
 // largest error as a fraction of its bound (for the log).

@@ -10,9 +10,22 @@
 #include "epochal/core/rng.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/nn/layer.h"
+#include "epochal/nn/precision.h"
 #include "epochal/nn/reference.h"
 
+// Skips a bf16 test, saying why, where oneDNN dispatches no native bf16.
+#define REQUIRE_NATIVE_BF16()                                                \
+  if (!::epochal::nn::DispatchedIsaHasBf16())                                \
+  GTEST_SKIP() << "oneDNN dispatches " << ::epochal::nn::DispatchedIsaName() \
+               << " here: no native bf16 (AVX512-BF16 or AMX), so the bf16 path is not available"
+
 namespace epochal::nn::testing {
+
+// Elementwise |a|: the reference kernels run on |inputs| give the bf16 tests their bounds.
+inline ref::Array Abs(ref::Array a) {
+  for (double& v : a.data) v = std::abs(v);
+  return a;
+}
 
 inline ref::Array RandomArray(std::vector<int64_t> shape, uint64_t stream, double lo = -1.0,
                               double hi = 1.0) {
