@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "epochal/core/error.h"
-#include "epochal/dist/bf16.h"
+#include "epochal/core/bf16.h"
 #include "epochal/dist/mpi_check.h"
 
 namespace epochal::dist {

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "epochal/core/error.h"
-#include "epochal/dist/bf16.h"
+#include "epochal/core/bf16.h"
 #include "epochal/dist/communicator.h"
 #include "gtest/gtest.h"
 #include "test_util.h"

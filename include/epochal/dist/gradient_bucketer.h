@@ -41,7 +41,7 @@
 // Wire precision. WirePrecision::kF32 (the default) sums the buckets as floats with
 // MPI_SUM, extras included, one MPI_Iallreduce per bucket. WirePrecision::kBf16 halves the
 // bytes: MarkReady converts each gradient to bf16 (round to nearest even, NaN stays NaN;
-// bf16.h) into a 16-bit fusion buffer, and each bucket is summed with a user-defined,
+// core/bf16.h) into a 16-bit fusion buffer, and each bucket is summed with a user-defined,
 // commutative MPI op over a 2-byte datatype that adds two bf16 values in float and rounds
 // the sum back to bf16; Unpack widens the sums back into the gradients. The extras must
 // stay exact (counts, the control word), so they never travel in bf16: they keep a float

@@ -1,5 +1,5 @@
-// The bf16 conversions the gradient all-reduce uses (epochal/dist/bf16.h).
-#include "epochal/dist/bf16.h"
+// The bf16 conversions of core/bf16.h, which the bf16 layers and the bf16 all-reduce share.
+#include "epochal/core/bf16.h"
 
 #include <bit>
 #include <cmath>
@@ -9,7 +9,7 @@
 
 #include "gtest/gtest.h"
 
-namespace epochal::dist {
+namespace epochal {
 namespace {
 
 float FromBits(uint32_t bits) { return std::bit_cast<float>(bits); }
@@ -106,4 +106,4 @@ TEST(Bf16Test, ArrayFormsMatchTheScalarOnes) {
 }
 
 }  // namespace
-}  // namespace epochal::dist
+}  // namespace epochal
