@@ -558,8 +558,15 @@ int Run(const Options& o) {
                 static_cast<long long>(sgemm.best.n));
   }
 
-  // The precision, and the matmul peak in it.
-  const nn::PrecisionChoice precision = nn::ResolvePrecision(o.precision, "--precision");
+  // The precision ("auto" times the model in both, as `epochal train` does), and the
+  // matmul peak in it.
+  const v1::ExperimentConfig config = LoadConfig(o.config);
+  int64_t batch = o.batch_size;
+  if (batch == 0) batch = config.training().batch_size() > 0 ? config.training().batch_size() : 32;
+  const uint64_t seed = config.training().seed();
+  const nn::PrecisionChoice precision = nn::ResolvePrecision(o.precision, "--precision", [&] {
+    return nn::MeasureBf16StepSpeedup(config.model(), batch, seed);
+  });
   std::printf("%s\n", precision.reason.c_str());
   const bool bf16 = precision.precision == nn::Precision::kBf16;
   SgemmResult matmul;
@@ -578,10 +585,6 @@ int Run(const Options& o) {
   }
 
   // 2. The model and its FLOPs.
-  const v1::ExperimentConfig config = LoadConfig(o.config);
-  int64_t batch = o.batch_size;
-  if (batch == 0) batch = config.training().batch_size() > 0 ? config.training().batch_size() : 32;
-  const uint64_t seed = config.training().seed();
   nn::Model model(config.model(), batch, seed, precision.precision);
   const std::string model_name = config.name().empty() ? "model" : config.name();
   const double fwd_flops = model.ForwardFlopsPerSample();

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "epochal/core/error.h"
+#include "epochal/core/logging.h"
 #include "epochal/nn/model.h"
 #include "epochal/nn/precision.h"
 #include "epochal/report/classification_report.h"
@@ -43,7 +44,8 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   f.Value("logits-out", "FILE",
           "also write every validation sample's logits as float32 NumPy [N, K] (the "
           "reference an exported model is checked against)");
-  f.Value("precision", "MODE", "conv and dense arithmetic: auto, f32 or bf16",
+  f.Value("precision", "MODE",
+          "conv and dense arithmetic: auto (as `epochal train --precision auto`), f32 or bf16",
           "config's, else f32");
   if (!f.Parse(argc, argv, 2)) return 0;
   SetThreadsPerRank(f, comm.is_root());
@@ -76,10 +78,11 @@ int Evaluate(const dist::Communicator& comm, int argc, char** argv) {
   train::CheckDatasetMatchesModel(val_set, config.model());
   if (probe) train::CheckDatasetMatchesModel(train_set, config.model());
   const train::BatchSplit batch = train::SplitBatch(config.training(), comm.size());
-  const std::string& precision = config.training().precision();
-  nn::Model model(
-      config.model(), batch.per_rank, config.training().seed(),
-      nn::ResolvePrecision(precision.empty() ? "f32" : precision, "training.precision").precision);
+  const nn::PrecisionChoice precision = train::ResolveJobPrecision(config, batch.per_rank, comm);
+  if (comm.is_root() && !config.training().precision().empty()) {
+    EPOCHAL_LOG(kInfo, precision.reason);
+  }
+  nn::Model model(config.model(), batch.per_rank, config.training().seed(), precision.precision);
   if (checkpoint) {
     train::LoadWeights(model, checkpoint->weights(), *checkpoint_path);
   } else {

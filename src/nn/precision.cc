@@ -1,5 +1,6 @@
 #include "epochal/nn/precision.h"
 
+#include <cstdio>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "epochal/core/error.h"
@@ -45,15 +46,38 @@ bool DispatchedIsaHasBf16() {
   return Contains(dnnl::get_effective_cpu_isa(), dnnl::cpu_isa::avx512_core_bf16);
 }
 
-PrecisionChoice ResolvePrecision(std::string_view requested, std::string_view what) {
+PrecisionChoice ChooseAutoPrecision(std::string_view isa, bool has_bf16,
+                                    std::optional<double> measured_bf16_speedup) {
+  const std::string dispatched = detail::StrCat("oneDNN dispatches ", isa);
+  if (!has_bf16)
+    return {Precision::kF32, "precision auto: f32, " + dispatched + " (no native bf16)"};
+  if (!measured_bf16_speedup) {
+    return {Precision::kBf16,
+            "precision auto: bf16 mixed precision, " + dispatched + " (native bf16)"};
+  }
+  char speed[96];
+  std::snprintf(speed, sizeof(speed), "a bf16 training step of this model measured %.2fx",
+                *measured_bf16_speedup);
+  // NaN (a probe that could not time anything) keeps f32.
+  if (*measured_bf16_speedup >= kAutoBf16MinSpeedup) {
+    return {Precision::kBf16, detail::StrCat("precision auto: bf16 mixed precision, ", dispatched,
+                                             " (native bf16) and ", speed, " the speed of f32")};
+  }
+  char need[32];
+  std::snprintf(need, sizeof(need), "%.2fx", kAutoBf16MinSpeedup);
+  return {Precision::kF32,
+          detail::StrCat("precision auto: f32, ", dispatched, " (native bf16) but ", speed,
+                         " the speed of f32, under the ", need, " that bf16 must gain")};
+}
+
+PrecisionChoice ResolvePrecision(std::string_view requested, std::string_view what,
+                                 const Bf16SpeedupProbe& measure) {
   const std::string isa = DispatchedIsaName();
   const bool has_bf16 = DispatchedIsaHasBf16();
   if (requested.empty() || requested == "auto") {
-    if (has_bf16) {
-      return {Precision::kBf16,
-              "precision auto: bf16 mixed precision, oneDNN dispatches " + isa + " (native bf16)"};
-    }
-    return {Precision::kF32, "precision auto: f32, oneDNN dispatches " + isa + " (no native bf16)"};
+    std::optional<double> speedup;
+    if (has_bf16 && measure) speedup = measure();
+    return ChooseAutoPrecision(isa, has_bf16, speedup);
   }
   if (requested == "f32") return {Precision::kF32, "precision f32: as requested"};
   if (requested == "bf16") {

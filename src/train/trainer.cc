@@ -66,6 +66,29 @@ void CheckDatasetMatchesModel(const data::Dataset& dataset, const v1::ModelSpec&
   if (dataset.size() == 0) throw InputError(dataset.name + ": no samples");
 }
 
+nn::PrecisionChoice ResolveJobPrecision(const v1::ExperimentConfig& config, int64_t per_rank_batch,
+                                        const dist::Communicator& comm) {
+  const auto& t = config.training();
+  const std::string requested = t.precision().empty() ? "f32" : t.precision();
+  if (requested != "auto") return nn::ResolvePrecision(requested, "training.precision");
+  // Every process must build the same model: auto is decided for the job. A process
+  // without native bf16 makes it f32 for all; otherwise every process times the probe (a
+  // collective from here on) and they decide on the mean.
+  if (comm.size() > 1 && comm.AllreduceMin(nn::DispatchedIsaHasBf16() ? 1 : 0) == 0) {
+    return {nn::Precision::kF32,
+            "precision auto: f32, a process of this job runs where oneDNN "
+            "dispatches no native bf16"};
+  }
+  return nn::ResolvePrecision("auto", "training.precision", [&] {
+    if (comm.is_root()) {
+      EPOCHAL_LOG(kInfo, "precision auto: timing training steps of the model in bf16 and f32");
+    }
+    double speedup[1] = {nn::MeasureBf16StepSpeedup(config.model(), per_rank_batch, t.seed())};
+    comm.AllreduceSum(speedup);
+    return speedup[0] / comm.size();
+  });
+}
+
 Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_set,
                  const data::Dataset& val_set, const dist::Communicator* comm)
     : config_(config),
@@ -89,8 +112,7 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   per_rank_batch_ = split.per_rank;
   global_batch_ = split.global;
   // "" is f32 (config.proto's training.precision says why auto is not the default).
-  const nn::PrecisionChoice precision =
-      nn::ResolvePrecision(t.precision().empty() ? "f32" : t.precision(), "training.precision");
+  const nn::PrecisionChoice precision = ResolveJobPrecision(config_, per_rank_batch_, *comm_);
   if (comm_->is_root() && !t.precision().empty()) EPOCHAL_LOG(kInfo, precision.reason);
   model_ =
       std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed(), precision.precision);

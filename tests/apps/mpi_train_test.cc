@@ -400,6 +400,37 @@ TEST_F(MpiTrainTest, Bf16AllreduceTrainsAndKeepsReplicasIdentical) {
   RecordProperty("bf16_one_step_most_different_tensor", where);
 }
 
+// --precision auto is one decision for the job: every rank times the model (where oneDNN
+// dispatches native bf16) and all decide on the mean, so they build the same model. Rank
+// 0 says once what it chose and why. Where the probe runs, a rank that skipped its
+// all-reduce, or called it twice, would hang the job (the run's timeout fails it).
+TEST_F(MpiTrainTest, AutoPrecisionIsOneChoiceForTheWholeJob) {
+  Outcome o;
+  const fs::path out =
+      Train("auto", 2,
+            {"--epochs", "2", "--limit-train", "64", "--batch-size", "16", "--precision", "auto"},
+            {}, &o);
+  ASSERT_FALSE(HasFailure());
+  ExpectReplicasIdentical(out, 2, o);
+  const std::string log = o.out + o.err;
+  size_t lines = 0;
+  std::string choice;
+  for (size_t at = log.find("precision auto: "); at != std::string::npos;
+       at = log.find("precision auto: ", at + 1)) {
+    const std::string line = log.substr(at, log.find('\n', at) - at);
+    if (line.find("timing") != std::string::npos) continue;
+    ++lines;
+    choice = line;
+  }
+  EXPECT_EQ(lines, 1u) << log;
+  RecordProperty("auto_precision", choice);
+  // bf16 or f32, with its reason: the ISA, and the measured speedup where there was one.
+  EXPECT_TRUE(Contains(choice, "oneDNN dispatches")) << choice;
+  if (Contains(choice, "(native bf16)")) {
+    EXPECT_TRUE(Contains(choice, "measured")) << choice;
+  }
+}
+
 // Network path.
 TEST_F(MpiTrainTest, ReplicasStayIdenticalOverTcp) {
   Outcome o;

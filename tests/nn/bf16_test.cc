@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 
 #include "epochal/core/error.h"
 #include "epochal/nn/conv2d.h"
@@ -215,6 +216,50 @@ TEST(Bf16PrecisionTest, AutoFollowsTheDispatchedIsaAndSaysWhy) {
   std::printf("%s\n", c.reason.c_str());
   EXPECT_EQ(ResolvePrecision("f32", "--precision").precision, Precision::kF32);
   EXPECT_THROW(ResolvePrecision("fp16", "--precision"), InputError);
+}
+
+// The decision alone, on every machine: a native ISA is necessary, a measured gain of at
+// least kAutoBf16MinSpeedup is needed where one was measured.
+TEST(Bf16PrecisionTest, AutoPicksBf16OnlyWhereItMeasuresFaster) {
+  EXPECT_EQ(ChooseAutoPrecision("avx2", false, std::nullopt).precision, Precision::kF32);
+  EXPECT_EQ(ChooseAutoPrecision("avx2", false, 3.0).precision, Precision::kF32);
+  EXPECT_EQ(ChooseAutoPrecision("avx512_core_amx", true, std::nullopt).precision, Precision::kBf16);
+  const PrecisionChoice fast = ChooseAutoPrecision("avx512_core_amx", true, 3.1);
+  EXPECT_EQ(fast.precision, Precision::kBf16);
+  EXPECT_NE(fast.reason.find("3.10x"), std::string::npos) << fast.reason;
+  EXPECT_EQ(ChooseAutoPrecision("avx512_core_bf16", true, kAutoBf16MinSpeedup).precision,
+            Precision::kBf16);
+  // The Xeon whose AMX was hidden: native bf16, slower than f32.
+  const PrecisionChoice slow = ChooseAutoPrecision("avx512_core_bf16", true, 0.77);
+  EXPECT_EQ(slow.precision, Precision::kF32);
+  EXPECT_NE(slow.reason.find("avx512_core_bf16"), std::string::npos) << slow.reason;
+  EXPECT_NE(slow.reason.find("0.77x"), std::string::npos) << slow.reason;
+  EXPECT_NE(slow.reason.find("1.20x"), std::string::npos) << slow.reason;
+  EXPECT_EQ(ChooseAutoPrecision("avx512_core_bf16", true, 1.19).precision, Precision::kF32);
+  EXPECT_EQ(ChooseAutoPrecision("avx512_core_bf16", true, std::nan("")).precision, Precision::kF32);
+}
+
+// ResolvePrecision asks the probe only where the ISA has native bf16, and follows it.
+TEST(Bf16PrecisionTest, AutoCallsTheProbeOnlyWhereBf16IsNative) {
+  int calls = 0;
+  const PrecisionChoice fast = ResolvePrecision("auto", "--precision", [&] {
+    ++calls;
+    return 2.0;
+  });
+  const PrecisionChoice slow = ResolvePrecision("", "--precision", [&] {
+    ++calls;
+    return 0.5;
+  });
+  EXPECT_EQ(ResolvePrecision("f32", "--precision", [&] { return ++calls, 2.0; }).precision,
+            Precision::kF32);
+  EXPECT_EQ(slow.precision, Precision::kF32);
+  if (!DispatchedIsaHasBf16()) {
+    EXPECT_EQ(calls, 0);
+    EXPECT_EQ(fast.precision, Precision::kF32);
+    return;
+  }
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(fast.precision, Precision::kBf16);
 }
 
 TEST(Bf16PrecisionTest, Bf16WithoutNativeSupportIsAClearError) {

@@ -107,4 +107,14 @@ class Model {
   std::span<const int32_t> last_labels_;
 };
 
+// How many times as fast a training step (forward and backward, no optimizer) of `spec`
+// at `batch_size` runs in bf16 as in f32 on this machine and thread count: "auto"
+// precision's probe (precision.h). Builds one model of each precision, runs one warm-up
+// step each (oneDNN makes its kernels there), then `steps` steps of each, alternating, so
+// that a burst of load from other processes falls on both alike, and divides the fastest
+// f32 step by the fastest bf16 step. Synthetic images and labels; nothing is kept. Takes
+// about 2 * (steps + 1) steps' time. Needs native bf16 (DispatchedIsaHasBf16).
+double MeasureBf16StepSpeedup(const v1::ModelSpec& spec, int64_t batch_size, uint64_t seed,
+                              int steps = 4);
+
 }  // namespace epochal::nn

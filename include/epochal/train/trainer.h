@@ -194,4 +194,12 @@ class Trainer {
 // InputError naming the dataset otherwise.
 void CheckDatasetMatchesModel(const data::Dataset& dataset, const v1::ModelSpec& spec);
 
+// training.precision for the whole job ("" is f32). "auto" is decided once for every
+// process, so all build the same model: f32 if any process lacks native bf16, else every
+// process times the model in both precisions (nn::MeasureBf16StepSpeedup at
+// `per_rank_batch`) and all decide on the mean speedup. A collective for "auto" with
+// more than one process. Throws InputError as nn::ResolvePrecision does.
+nn::PrecisionChoice ResolveJobPrecision(const v1::ExperimentConfig& config, int64_t per_rank_batch,
+                                        const dist::Communicator& comm);
+
 }  // namespace epochal::train
