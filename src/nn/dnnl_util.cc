@@ -118,11 +118,14 @@ FusedReluBackward::FusedReluBackward(const dnnl::memory::desc& dst_md, const dnn
 
 const dnnl::memory& FusedReluBackward::Apply(dnnl::stream& stream, const dnnl::memory& dst,
                                              const dnnl::memory& diff_dst) {
-  if (args_.empty()) args_ = {{DNNL_ARG_DIFF_SRC, diff_pre_}};
+  // oneDNN's eltwise backward may run in place (diff_src = diff_dst).
+  const bool in_place = diff_dst.get_desc() == diff_pre_.get_desc();
+  const dnnl::memory& out = in_place ? diff_dst : diff_pre_;
   args_[DNNL_ARG_DST] = dst;  // Assigning an existing key reuses its node.
   args_[DNNL_ARG_DIFF_DST] = diff_dst;
+  args_[DNNL_ARG_DIFF_SRC] = out;
   primitive_.execute(stream, args_);
-  return diff_pre_;
+  return out;
 }
 
 std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m) {

@@ -90,6 +90,10 @@ class LayerPlan {
   virtual const dnnl::memory& dst() const = 0;
   virtual const dnnl::memory& diff_src() const = 0;
   virtual void Forward(const StepContext& ctx, const dnnl::memory& src) = 0;
+  // Reads diff_dst and may overwrite it: a conv or dense layer with a fused ReLU applies
+  // the ReLU's derivative to it in place (one pass less over the largest gradients), so
+  // the caller must not read diff_dst afterwards. The model never does: diff_dst is the
+  // next layer's diff_src, rewritten on the next step.
   virtual void Backward(const StepContext& ctx, const dnnl::memory& src,
                         const dnnl::memory& diff_dst, bool need_diff_src) = 0;
 };
