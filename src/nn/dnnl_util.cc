@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "epochal/core/bf16.h"
 #include "epochal/core/error.h"
 
 namespace epochal::nn {
@@ -78,18 +79,86 @@ std::vector<int32_t> SampleLogicalIndex(const dnnl::memory::desc& md) {
   return map;
 }
 
+namespace {
+
+// One block of `Ab` x 16 weights: f32 [16 b][Ab a] to bf16 [8][Ab a][2 b], the pairs of b
+// that bf16 dot products take together, rounded to nearest even (core/bf16.h) as oneDNN
+// rounds. One clone per ISA, plain fallback.
+template <int Ab>
+__attribute__((target_clones("avx512f", "avx2", "default"))) void PairInterleaveBlock(
+    const float* in, Bf16Bits* out) {
+  for (int k = 0; k < 8; ++k) {
+    const float* even = in + 2 * k * Ab;
+    const float* odd = even + Ab;
+    Bf16Bits* o = out + 2 * k * Ab;
+#pragma omp simd
+    for (int a = 0; a < Ab; ++a) {
+      o[2 * a] = FloatToBf16(even[a]);
+      o[2 * a + 1] = FloatToBf16(odd[a]);
+    }
+  }
+}
+
+// The A-block of an f32 AB16b<Ab>a to bf16 AB8b<Ab>a2b reorder of the same dims (dense
+// weights: f32 as the optimizer keeps them, bf16 as the forward reads them), else 0.
+int PairInterleaveABlock(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  const dnnl::memory::dims d = from.dims();
+  if (d.size() != 2 || to.dims() != d || from.data_type() != dt::f32 ||
+      to.data_type() != dt::bf16) {
+    return 0;
+  }
+  static constexpr struct {
+    tag f32, bf16;
+    int a_block;
+  } kPairs[] = {{tag::AB16b64a, tag::AB8b64a2b, 64},
+                {tag::AB16b32a, tag::AB8b32a2b, 32},
+                {tag::AB16b16a, tag::AB8b16a2b, 16}};
+  for (const auto& p : kPairs) {
+    if (from == dnnl::memory::desc(d, dt::f32, p.f32) &&
+        to == dnnl::memory::desc(d, dt::bf16, p.bf16)) {
+      return p.a_block;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
 ReorderIfNeeded::ReorderIfNeeded(const dnnl::memory::desc& from, const dnnl::memory::desc& to,
                                  const dnnl::engine& engine)
     : needed_(from != to) {
-  if (needed_) {
-    buffer_ = ZeroedMemory(to, engine);
-    reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine, from, engine, to));
+  if (!needed_) return;
+  buffer_ = ZeroedMemory(to, engine);
+  pair_a_block_ = PairInterleaveABlock(from, to);
+  if (pair_a_block_ != 0) {
+    // Both layouts keep the same blocks in the same order, padding included.
+    blocks_ = static_cast<int64_t>(from.get_size() / sizeof(float)) / (16 * pair_a_block_);
+    return;
   }
+  reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(engine, from, engine, to));
 }
 
 const dnnl::memory& ReorderIfNeeded::Apply(dnnl::stream& stream, const dnnl::memory& src) {
   if (!needed_) return src;
-  reorder_.execute(stream, const_cast<dnnl::memory&>(src), buffer_);
+  if (pair_a_block_ == 0) {
+    reorder_.execute(stream, const_cast<dnnl::memory&>(src), buffer_);
+    return buffer_;
+  }
+  stream.wait();  // src may still be written by a queued primitive.
+  const auto* in = static_cast<const float*>(src.get_data_handle());
+  auto* out = static_cast<Bf16Bits*>(buffer_.get_data_handle());
+  const int64_t block = 16 * pair_a_block_;
+  const int a_block = pair_a_block_;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks_; ++b) {
+    if (a_block == 64) {
+      PairInterleaveBlock<64>(in + b * block, out + b * block);
+    } else if (a_block == 32) {
+      PairInterleaveBlock<32>(in + b * block, out + b * block);
+    } else {
+      PairInterleaveBlock<16>(in + b * block, out + b * block);
+    }
+  }
   return buffer_;
 }
 
