@@ -1,5 +1,7 @@
 #include "epochal/nn/dropout.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -63,6 +65,70 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void KeepFlags(
       f[4 * l + 2] = (c2[l] >> 8) >= threshold;
       f[4 * l + 3] = (c3[l] >> 8) >= threshold;
     }
+  }
+}
+
+// The high and low 32 bits of each lane's 64-bit product a * m (m the same in every lane).
+__attribute__((target("avx512f"))) inline void MulHiLoAvx512(__m512i a, __m512i m, __m512i* hi,
+                                                             __m512i* lo) {
+  // The zero-masking forms with every lane on: the plain ones pass GCC 12 an undefined
+  // source that -Wmaybe-uninitialized reports.
+  constexpr __mmask8 kAll = 0xFF;
+  const __m512i even = _mm512_maskz_mul_epu32(kAll, a, m);  // lanes 0, 2, ...
+  const __m512i odd = _mm512_maskz_mul_epu32(kAll, _mm512_maskz_srli_epi64(kAll, a, 32), m);
+  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_maskz_srli_epi64(kAll, even, 32), odd);
+  *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_maskz_slli_epi64(kAll, odd, 32));
+}
+
+// 1 << (8 * byte) in each lane whose word keeps its element, else 0.
+__attribute__((target("avx512f"))) inline __m512i KeepByteAvx512(__m512i c, __m512i limit,
+                                                                 int byte) {
+  return _mm512_maskz_mov_epi32(
+      _mm512_cmpge_epu32_mask(_mm512_maskz_srli_epi32(0xFFFF, c, 8), limit),
+      _mm512_set1_epi32(1 << (8 * byte)));
+}
+
+// KeepFlags on AVX-512, written with intrinsics: GCC's vectorization of the portable
+// version spends most of its time packing the flags into bytes and splitting the
+// 32 x 32 -> 64-bit products: 0.70 ms for the masks of a MiniVGGNet drop1 batch on one
+// thread, against 0.13 ms here. Same counters, rounds and comparison, so the same flags
+// bit for bit (DropoutTest.FastMaskMatchesSampleMask checks both against SampleMask).
+__attribute__((target("avx512f"))) void KeepFlagsAvx512(uint64_t seed, uint64_t stream,
+                                                        uint64_t first, uint64_t blocks,
+                                                        uint32_t threshold, uint8_t* flags) {
+  const __m512i mul0 = _mm512_set1_epi32(static_cast<int>(kMul0));
+  const __m512i mul1 = _mm512_set1_epi32(static_cast<int>(kMul1));
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i limit = _mm512_set1_epi32(static_cast<int>(threshold));
+  const __m512i s0 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+  const __m512i s1 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+  for (uint64_t b0 = 0; b0 < blocks; b0 += 16) {
+    const uint64_t base = first + b0;
+    const __m512i low = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base)));
+    __m512i c0 = _mm512_add_epi32(low, lanes);
+    // A lane whose low word wrapped carries into the high word.
+    const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, low);
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
+    __m512i c1 = _mm512_mask_add_epi32(high, carry, high, _mm512_set1_epi32(1));
+    __m512i c2 = s0, c3 = s1;
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      __m512i hi0, lo0, hi1, lo1;
+      MulHiLoAvx512(c0, mul0, &hi0, &lo0);
+      MulHiLoAvx512(c2, mul1, &hi1, &lo1);
+      c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int>(k0)));
+      c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int>(k1)));
+      c1 = lo1;
+      c3 = lo0;
+      k0 += kWeyl0;
+      k1 += kWeyl1;
+    }
+    // Block l's four flags are bytes 4l .. 4l + 3: one 32-bit lane, stored in one go.
+    const __m512i out = _mm512_or_si512(
+        _mm512_or_si512(KeepByteAvx512(c0, limit, 0), KeepByteAvx512(c1, limit, 1)),
+        _mm512_or_si512(KeepByteAvx512(c2, limit, 2), KeepByteAvx512(c3, limit, 3)));
+    const uint64_t n = std::min<uint64_t>(16, blocks - b0);
+    _mm512_mask_storeu_epi32(flags + b0 * 4, static_cast<__mmask16>((1u << n) - 1u), out);
   }
 }
 
@@ -226,13 +292,15 @@ void Dropout::SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
 }
 
 void Dropout::FastSampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
-                             std::span<uint8_t> mask) const {
+                             std::span<uint8_t> mask, bool allow_avx512) const {
   EPOCHAL_CHECK(mask.size() % 4 == 0, "the fast mask takes whole blocks of four");
   const uint64_t stream =
       StreamId({static_cast<uint64_t>(RngTag::kDropout), static_cast<uint64_t>(epoch), name_key_});
   const uint64_t blocks = mask.size() / 4;
-  KeepFlags(seed, stream, static_cast<uint64_t>(sample_id) * blocks, blocks, keep_threshold_,
-            mask.data());
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  (avx512 && allow_avx512 ? KeepFlagsAvx512 : KeepFlags)(seed, stream,
+                                                         static_cast<uint64_t>(sample_id) * blocks,
+                                                         blocks, keep_threshold_, mask.data());
 }
 
 std::unique_ptr<LayerPlan> Dropout::MakePlan(DnnlContext& ctx, const memory::desc& src_md) {

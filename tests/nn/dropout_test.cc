@@ -88,12 +88,19 @@ TEST(DropoutTest, FastMaskMatchesSampleMask) {
   for (const float rate : {0.0f, 0.1f, 0.25f, 0.5f, 0.9f}) {
     Dropout dropout("drop" + std::to_string(rate), rate);
     for (const size_t size : {1u, 3u, 4u, 5u, 63u, 64u, 65u, 6272u, 3136u * 4 + 2}) {
-      for (const int64_t id : {int64_t{0}, int64_t{7}, int64_t{59999}}) {
-        std::vector<uint8_t> slow(size), fast((size + 3) / 4 * 4);
+      // The counter's low word wraps inside a sample: 2739137 * 1568 blocks (size 6272)
+      // at a group of 16 blocks, 252645135 * 17 blocks (size 65) one block after
+      // 2^32 - 1, inside a group.
+      for (const int64_t id :
+           {int64_t{0}, int64_t{7}, int64_t{59999}, int64_t{2739137}, int64_t{252645135}}) {
+        std::vector<uint8_t> slow(size), fast((size + 3) / 4 * 4), portable(fast.size());
         dropout.SampleMask(11, 2, id, slow);
-        dropout.FastSampleMask(11, 2, id, fast);
+        dropout.FastSampleMask(11, 2, id, fast);  // AVX-512 where this CPU has it
+        dropout.FastSampleMask(11, 2, id, portable, false);
         fast.resize(size);
+        portable.resize(size);
         ASSERT_EQ(fast, slow) << "rate " << rate << " size " << size << " id " << id;
+        ASSERT_EQ(portable, slow) << "rate " << rate << " size " << size << " id " << id;
       }
     }
   }

@@ -18,9 +18,10 @@ class Dropout final : public Layer {
   void SampleMask(uint64_t seed, int64_t epoch, int64_t sample_id, std::span<uint8_t> mask) const;
   // The same mask, vectorized, for a span rounded up to a multiple of 4 (the flags
   // past the sample's logical size are the next draws of its last block). The plan
-  // uses this one; SampleMask is its reference.
-  void FastSampleMask(uint64_t seed, int64_t epoch, int64_t sample_id,
-                      std::span<uint8_t> mask) const;
+  // uses this one; SampleMask is its reference. AVX-512 intrinsics where the CPU has
+  // them, else portable loops; `allow_avx512` false forces the portable ones (tests).
+  void FastSampleMask(uint64_t seed, int64_t epoch, int64_t sample_id, std::span<uint8_t> mask,
+                      bool allow_avx512 = true) const;
 
  private:
   float rate_;
