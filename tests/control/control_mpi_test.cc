@@ -618,7 +618,10 @@ TEST(ControlMpiTest, TlsClientWithoutTheCaFails) {
 
 TEST(ControlMpiTest, StalledSubscriberDoesNotSlowTraining) {
   TempDir dir("control_stall");
-  Job job(dir.path(), 2, kLongRun);
+  // One long epoch, so no epoch end (validation, probes: no steps for seconds) falls into
+  // the two windows compared below. With kLongRun's 250 steps an epoch, a machine taking
+  // 40 steps a second reached it in the second window and the test failed on that alone.
+  Job job(dir.path(), 2, {"--limit-train", "60000", "--batch-size", "8", "--epochs", "1"});
   const std::string address = job.WaitForAddress();
   ASSERT_FALSE(address.empty());
   Ctl ctl(dir.path(), address);
