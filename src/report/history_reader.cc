@@ -193,6 +193,16 @@ RunHistory ReadHistoryJson(const std::filesystem::path& path) {
     }
     h.world_size = static_cast<int>(*ws);
   }
+  if (const Value* p = r.Find(root, "precision"); p != nullptr) {
+    const Struct& precision = r.Object(*p, "precision");
+    h.precision = r.String(r.Get(precision, "used", "precision"), "precision.used");
+    if (h.precision != "f32" && h.precision != "bf16") {
+      r.Fail("precision.used", "must be \"f32\" or \"bf16\" (got \"" + h.precision + "\")");
+    }
+    if (const Value* why = r.Find(precision, "reason"); why != nullptr) {
+      h.precision_reason = r.String(*why, "precision.reason");
+    }
+  }
 
   const Value& epochs_value = r.Get(root, "epochs", "the top level");
   if (epochs_value.kind_case() != Value::kListValue) {

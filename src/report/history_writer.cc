@@ -155,6 +155,10 @@ std::string HistoryJson(const train::History& history, int indent) {
   json.EndArray();
 
   json.Key("world_size").Int(history.world_size);
+  if (!history.precision.empty()) {
+    json.Key("precision").BeginObject().Key("used").String(history.precision);
+    json.Key("reason").String(history.precision_reason).EndObject();
+  }
   json.Key("control_events").BeginArray();
   for (const train::ControlEvent& c : history.control_events) {
     json.BeginObject().Key("step").Int(c.step).Key("action").String(c.action);

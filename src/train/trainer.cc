@@ -69,7 +69,8 @@ void CheckDatasetMatchesModel(const data::Dataset& dataset, const v1::ModelSpec&
 nn::PrecisionChoice ResolveJobPrecision(const v1::ExperimentConfig& config, int64_t per_rank_batch,
                                         const dist::Communicator& comm) {
   const auto& t = config.training();
-  const std::string requested = t.precision().empty() ? "f32" : t.precision();
+  if (t.precision().empty()) return {nn::Precision::kF32, "precision f32: the default"};
+  const std::string& requested = t.precision();
   if (requested != "auto") return nn::ResolvePrecision(requested, "training.precision");
   // Every process must build the same model: auto is decided for the job. A process
   // without native bf16 makes it f32 for all; otherwise every process times the probe (a
@@ -85,7 +86,10 @@ nn::PrecisionChoice ResolveJobPrecision(const v1::ExperimentConfig& config, int6
     }
     double speedup[1] = {nn::MeasureBf16StepSpeedup(config.model(), per_rank_batch, t.seed())};
     comm.AllreduceSum(speedup);
-    return speedup[0] / comm.size();
+    speedup[0] /= comm.size();
+    // MPI does not promise every rank the same bits of a sum; rank 0's mean decides.
+    comm.Broadcast(std::span<double>(speedup));
+    return speedup[0];
   });
 }
 
@@ -112,8 +116,10 @@ Trainer::Trainer(const v1::ExperimentConfig& config, const data::Dataset& train_
   per_rank_batch_ = split.per_rank;
   global_batch_ = split.global;
   // "" is f32 (config.proto's training.precision says why auto is not the default).
-  const nn::PrecisionChoice precision = ResolveJobPrecision(config_, per_rank_batch_, *comm_);
+  precision_ = ResolveJobPrecision(config_, per_rank_batch_, *comm_);
+  const nn::PrecisionChoice& precision = precision_;
   if (comm_->is_root() && !t.precision().empty()) EPOCHAL_LOG(kInfo, precision.reason);
+  RecordPrecision();
   model_ =
       std::make_unique<nn::Model>(config_.model(), per_rank_batch_, t.seed(), precision.precision);
   // Synchronized batch norm runs its own (double-precision) statistics even on one rank,
@@ -575,6 +581,11 @@ void Trainer::WriteCheckpoint(const std::string& reason, bool paused) {
   }
 }
 
+void Trainer::RecordPrecision() {
+  state_.history.precision = nn::PrecisionName(precision_.precision);
+  state_.history.precision_reason = precision_.reason;
+}
+
 bool Trainer::Restore(const v1::Checkpoint* at_root) {
   std::string payload;
   if (comm_->is_root() && at_root != nullptr && !at_root->SerializeToString(&payload)) {
@@ -585,6 +596,7 @@ bool Trainer::Restore(const v1::Checkpoint* at_root) {
   v1::Checkpoint c;
   if (!c.ParseFromString(payload)) throw Error("checkpoint: cannot parse the shared copy");
   RestoreState(c, *comm_, *model_, *sgd_, BatchesPerEpoch(), &state_);
+  RecordPrecision();  // The checkpoint's history does not carry it; this run's applies.
   resuming_ = true;
   if (comm_->is_root()) {
     const auto& pos = c.position();

@@ -429,6 +429,11 @@ TEST_F(MpiTrainTest, AutoPrecisionIsOneChoiceForTheWholeJob) {
   if (Contains(choice, "(native bf16)")) {
     EXPECT_TRUE(Contains(choice, "measured")) << choice;
   }
+  // history.json keeps the choice and its reason.
+  const std::string history = ReadFile(out / "history.json");
+  const std::string used = Contains(choice, "auto: bf16") ? "bf16" : "f32";
+  EXPECT_TRUE(Contains(history, "\"used\": \"" + used + "\"")) << history.substr(0, 400);
+  EXPECT_TRUE(Contains(history, choice.substr(0, 40))) << choice;
 }
 
 // Network path.

@@ -5,10 +5,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <string>
 
 #include "epochal/core/error.h"
+#include "epochal/report/history_reader.h"
+#include "epochal/train/config.h"
 #include "temp_dir.h"
 
 namespace epochal::report {
@@ -140,6 +143,36 @@ TEST(HistoryWriterTest, WritesThreeFilesAtomically) {
     ++files;
   }
   EXPECT_EQ(files, 3u);
+}
+
+// The precision the run used is kept with its reason, read back, and checked.
+TEST(HistoryWriterTest, PrecisionRoundTripsAndABadOneIsNamed) {
+  TempDir dir;
+  train::History h;  // No epochs: the reader wants complete ones.
+  // The reader checks the config: the reference one.
+  h.config_json = train::ConfigToJson(train::LoadExperimentConfig(
+      std::string(EPOCHAL_SOURCE_DIR) + "/configs/fashion_mnist_minivggnet.textproto"));
+  h.precision = "f32";
+  h.precision_reason = "precision auto: f32, a bf16 training step measured 0.74x";
+  WriteHistoryFiles(h, dir.path());
+  const std::string json = ReadFile(dir.path() / "history.json");
+  EXPECT_NE(json.find("\"precision\": {\n    \"used\": \"f32\""), std::string::npos) << json;
+  const RunHistory back = ReadHistoryJson(dir.path() / "history.json");
+  EXPECT_EQ(back.history.precision, "f32");
+  EXPECT_EQ(back.history.precision_reason, h.precision_reason);
+  // Unknown before it was kept: no key, nothing read.
+  EXPECT_EQ(HistoryJson(SampleHistory()).find("\"precision\""), std::string::npos);
+
+  std::string bad = json;
+  const std::string used = "\"used\": \"f32\"";
+  bad.replace(bad.find(used), used.size(), "\"used\": \"f16\"");
+  std::ofstream(dir.path() / "history.json") << bad;
+  try {
+    ReadHistoryJson(dir.path() / "history.json");
+    ADD_FAILURE() << "f16 was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("precision.used"), std::string::npos) << e.what();
+  }
 }
 
 TEST(HistoryWriterTest, MissingDirectoryThrowsSystemError) {

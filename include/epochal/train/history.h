@@ -115,6 +115,11 @@ struct History {
   std::string config_json;
   // Ranks in the job.
   int world_size = 1;
+  // The arithmetic the run used ("f32" or "bf16"; empty when unknown: a history written
+  // before it was kept) and the resolver's one-line reason ("precision auto: f32, ...").
+  // A resumed run records its own, which --precision auto may have chosen differently.
+  std::string precision;
+  std::string precision_reason;
   std::vector<ControlEvent> control_events;
   std::vector<EpochRecord> epochs;
   std::vector<BatchRecord> batches;

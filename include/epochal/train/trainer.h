@@ -143,6 +143,8 @@ class Trainer {
   // Rank 0: the control source's word for global step `step`, turned into a stop when
   // SIGTERM/SIGINT arrived (in the loop and while paused alike).
   dist::ControlWord RootControlWord(int64_t step);
+  // Writes precision_ into the history (history.json's "precision").
+  void RecordPrecision();
   // Makes every rank's weights, running statistics and optimizer state rank 0's.
   void BroadcastState();
   // Averages running statistics over ranks (without synchronized batch norm each rank
@@ -185,6 +187,7 @@ class Trainer {
   // This step's envelope as sent and as received (sized once for the rank count).
   dist::StepEnvelope sent_, received_;
   std::vector<nn::Parameter*> params_;
+  nn::PrecisionChoice precision_;  // What the model runs in, and why.
   // Per-step buffers, sized once for the training batch.
   std::vector<float> images_;
   std::vector<int32_t> labels_;
