@@ -99,6 +99,9 @@ void BM_ConvBackward(benchmark::State& state) {
   ConvFixture f(state.range(0), state.range(1), state.range(2));
   f.plan->Forward(f.ctx, f.src());
   f.dnnl_ctx.stream.wait();
+  // Backward may overwrite diff_dst (a fused ReLU's derivative, in place). Reusing it is
+  // fine for timing: the same dst masks the same elements again, so every pass computes
+  // on the same values.
   for (auto _ : state) {
     f.plan->Backward(f.ctx, f.src(), f.diff_dst, !f.first);
     f.dnnl_ctx.stream.wait();

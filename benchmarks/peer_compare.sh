@@ -39,9 +39,14 @@ torch_run() {  # [--bf16]
 # Whether oneDNN dispatches native bf16 here: --precision bf16 is an error where it does
 # not. (Not --precision auto, which also times both precisions and may pick f32.)
 have_bf16=0
-if OMP_NUM_THREADS=1 "$bench" --threads 1 --steps 1 --warmup 0 --no-per-layer --no-sgemm \
-  --precision bf16 > /dev/null 2>&1; then
+if probe=$(OMP_NUM_THREADS=1 "$bench" --threads 1 --steps 1 --warmup 0 --no-per-layer \
+  --no-sgemm --precision bf16 2>&1); then
   have_bf16=1
+elif ! grep -q 'bf16 needs a CPU' <<< "$probe"; then
+  # Any other failure is a broken build or run, not a CPU without bf16.
+  echo "peer_compare: $bench --precision bf16 failed:" >&2
+  echo "$probe" >&2
+  exit 1
 fi
 echo "peer_compare: MiniVGGNet, batch 32, $threads threads, best of $repeats runs of $steps steps"
 e32=$(best epochal f32)

@@ -490,6 +490,8 @@ std::vector<LayerTiming> MeasureLayers(nn::Model& model, const BatchSource& src,
     }
     for (size_t i = plans.size(); i-- > 0;) {
       const dnnl::memory& s = i == 0 ? input : plans[i - 1]->dst();
+      // Backward may overwrite `diff` in place (a fused ReLU); the repeats see the same
+      // values again, as the same dst masks the same elements.
       const dnnl::memory& diff = i + 1 == plans.size() ? top_diff : plans[i + 1]->diff_src();
       const auto t0 = Clock::now();
       plans[i]->Backward(ctx, s, diff, i > 0);

@@ -1,6 +1,7 @@
 #include "epochal/nn/dnnl_util.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "epochal/core/bf16.h"
@@ -81,9 +82,17 @@ std::vector<int32_t> SampleLogicalIndex(const dnnl::memory::desc& md) {
 
 namespace {
 
+// f32 to bf16 as oneDNN's reorder converts: subnormal inputs become a zero of their sign
+// (as VCVTNEPS2BF16 does, and as bf16 dot products read them anyway), the rest rounds to
+// nearest even (core/bf16.h).
+inline Bf16Bits FloatToBf16FlushingSubnormals(float v) {
+  const uint32_t u = std::bit_cast<uint32_t>(v);
+  const bool subnormal = (u & 0x7fffffffu) < 0x00800000u;
+  return FloatToBf16(std::bit_cast<float>(subnormal ? u & 0x80000000u : u));
+}
+
 // One block of `Ab` x 16 weights: f32 [16 b][Ab a] to bf16 [8][Ab a][2 b], the pairs of b
-// that bf16 dot products take together, rounded to nearest even (core/bf16.h) as oneDNN
-// rounds. One clone per ISA, plain fallback.
+// that bf16 dot products take together. One clone per ISA, plain fallback.
 template <int Ab>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void PairInterleaveBlock(
     const float* in, Bf16Bits* out) {
@@ -93,8 +102,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void PairInterleave
     Bf16Bits* o = out + 2 * k * Ab;
 #pragma omp simd
     for (int a = 0; a < Ab; ++a) {
-      o[2 * a] = FloatToBf16(even[a]);
-      o[2 * a + 1] = FloatToBf16(odd[a]);
+      o[2 * a] = FloatToBf16FlushingSubnormals(even[a]);
+      o[2 * a + 1] = FloatToBf16FlushingSubnormals(odd[a]);
     }
   }
 }
@@ -182,19 +191,20 @@ FusedReluBackward::FusedReluBackward(const dnnl::memory::desc& dst_md, const dnn
   dnnl::eltwise_forward::primitive_desc hint(hint_desc, engine);
   dnnl::eltwise_backward::desc desc(alg, dst_md, dst_md, 0.0f, 0.0f);
   primitive_ = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(desc, engine, hint));
-  diff_pre_ = ZeroedMemory(dst_md, engine);
+  dst_md_ = dst_md;
 }
 
 const dnnl::memory& FusedReluBackward::Apply(dnnl::stream& stream, const dnnl::memory& dst,
                                              const dnnl::memory& diff_dst) {
+  // The primitive reads diff_dst in dst's layout; anything else would be misread.
+  EPOCHAL_CHECK(diff_dst.get_desc() == dst_md_,
+                "fused ReLU backward: diff_dst must have dst's layout");
   // oneDNN's eltwise backward may run in place (diff_src = diff_dst).
-  const bool in_place = diff_dst.get_desc() == diff_pre_.get_desc();
-  const dnnl::memory& out = in_place ? diff_dst : diff_pre_;
   args_[DNNL_ARG_DST] = dst;  // Assigning an existing key reuses its node.
   args_[DNNL_ARG_DIFF_DST] = diff_dst;
-  args_[DNNL_ARG_DIFF_SRC] = out;
+  args_[DNNL_ARG_DIFF_SRC] = diff_dst;
   primitive_.execute(stream, args_);
-  return out;
+  return diff_dst;
 }
 
 std::vector<float> ToPlain(DnnlContext& ctx, const dnnl::memory& m) {

@@ -22,7 +22,7 @@ class PairInterleaveTest : public ::testing::TestWithParam<PairCase> {};
 
 // Dense weights go from the f32 layout the optimizer keeps to the bf16 layout the forward
 // reads. Sizes that are no multiple of the blocks have zero padding, which must come out
-// zero too. Values span many binades and include ties of bf16 rounding.
+// zero too. Values span many binades and include ties of bf16 rounding and subnormals.
 TEST_P(PairInterleaveTest, MatchesOneDnnsReorderBitForBit) {
   const PairCase p = GetParam();
   testing::PlanHarness h;
@@ -33,6 +33,7 @@ TEST_P(PairInterleaveTest, MatchesOneDnnsReorderBitForBit) {
   std::vector<float> plain = testing::ToFloat(values);
   for (size_t i = 0; i < plain.size(); i += 7)
     plain[i] = std::ldexp(plain[i], static_cast<int>(i % 60) - 30);
+  for (size_t i = 5; i < plain.size(); i += 13) plain[i] = std::ldexp(plain[i], -128);  // subnormal
   for (size_t i = 3; i < plain.size(); i += 11) {
     // Exactly halfway between two bf16 values: ties go to even.
     plain[i] = std::bit_cast<float>(0x3f808000u | (static_cast<uint32_t>(i & 1) << 16));
@@ -46,11 +47,22 @@ TEST_P(PairInterleaveTest, MatchesOneDnnsReorderBitForBit) {
   ASSERT_EQ(to.get_size(), ours.get_desc().get_size());
   const auto* a = static_cast<const uint16_t*>(ours.get_data_handle());
   const auto* b = static_cast<const uint16_t*>(theirs.get_data_handle());
-  size_t differ = 0, first = 0;
+  // Subnormal inputs: ours become a zero of their sign, as oneDNN's AVX-512 reorder
+  // makes them (and as bf16 dot products read them). oneDNN's reference reorder
+  // (ONEDNN_MAX_CPU_ISA=AVX2) writes bf16 subnormals or +0 instead, so there a zero of
+  // ours may stand against a zero or a subnormal of oneDNN's.
+  size_t differ = 0, first = 0, flushed = 0;
   for (size_t i = 0; i < to.get_size() / 2; ++i) {
-    if (a[i] != b[i] && differ++ == 0) first = i;
+    if (a[i] == b[i]) continue;
+    const bool tiny = (b[i] & 0x7f80u) == 0;  // zero or subnormal
+    if (tiny && (a[i] & 0x7fffu) == 0) {
+      ++flushed;
+      continue;
+    }
+    if (differ++ == 0) first = i;
   }
   EXPECT_EQ(differ, 0u) << "first at " << first << ": " << a[first] << " against " << b[first];
+  RecordProperty("subnormals_oneDNN_kept", std::to_string(flushed));
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, PairInterleaveTest,

@@ -2,7 +2,9 @@
 // pass. 2 x 2 windows at stride 2 on a channel-blocked layout (nChw16c or nChw8c, as the
 // convs before them write, f32 or bf16, even H and W) run on hand-written loops that
 // write the backward's diff_src in one pass; everything else runs on oneDNN's pooling
-// primitives. Ties go to the first maximum of the window, row by row, on both paths.
+// primitives. Ties go to the first maximum of the window, row by row, on both paths. On
+// the hand-written path a NaN is picked as the reference kernel picks it: only from a
+// window's first place (every comparison with NaN is false).
 #pragma once
 
 #include "epochal/nn/layer.h"

@@ -17,7 +17,8 @@
 // So the caller that builds the model passes a probe that times a bf16 and an f32
 // training step of it, and auto picks bf16 only when bf16 measures at least
 // kAutoBf16MinSpeedup times as fast. Without a probe it picks bf16 on the ISA alone.
-// Thread safety: all functions are safe to call from any thread.
+// Thread safety: all functions are safe to call from any thread; ResolvePrecision's probe
+// runs on the calling thread and is as safe as the probe is.
 #pragma once
 
 #include <functional>
