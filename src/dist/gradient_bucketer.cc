@@ -5,8 +5,8 @@
 #include <exception>
 #include <utility>
 
-#include "epochal/core/error.h"
 #include "epochal/core/bf16.h"
+#include "epochal/core/error.h"
 #include "epochal/dist/mpi_check.h"
 
 namespace epochal::dist {

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "epochal/core/error.h"
 #include "epochal/core/bf16.h"
+#include "epochal/core/error.h"
 #include "epochal/dist/communicator.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
