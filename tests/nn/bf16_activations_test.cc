@@ -36,14 +36,10 @@ namespace {
 
 using testing::Abs;
 using testing::RandomArray;
+using testing::RoundedToBf16;
 using testing::ToFloat;
 
 constexpr double kU = 1.0 / 256.0;
-
-ref::Array RoundedToBf16(ref::Array a) {
-  for (double& v : a.data) v = Bf16ToFloat(FloatToBf16(static_cast<float>(v)));
-  return a;
-}
 
 dnnl::memory::desc Bf16(const std::vector<int64_t>& shape, tag t) {
   return dnnl::memory::desc(shape, dt::bf16, t);

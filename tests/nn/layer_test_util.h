@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "epochal/core/bf16.h"
 #include "epochal/core/rng.h"
 #include "epochal/nn/dnnl_util.h"
 #include "epochal/nn/layer.h"
@@ -76,6 +77,13 @@ struct PlanHarness {
 };
 
 constexpr double kTolerance = 1e-4;
+
+// `a` with every value rounded to the nearest bf16 (core/bf16.h): inputs a bf16 layer
+// holds exactly, and expected values after one output rounding.
+inline ref::Array RoundedToBf16(ref::Array a) {
+  for (double& v : a.data) v = RoundToBf16(static_cast<float>(v));
+  return a;
+}
 
 // The channel-blocked layout (nChw8c) AVX2 convolutions pick, for layers that must run
 // on it as is.

@@ -17,6 +17,7 @@ using testing::Blocked;
 using testing::kTolerance;
 using testing::RandomArray;
 using testing::RelativeError;
+using testing::RoundedToBf16;
 using testing::ToFloat;
 
 struct PoolCase {
@@ -24,11 +25,6 @@ struct PoolCase {
   int64_t pool, stride;
   bool blocked;
 };
-
-ref::Array RoundedToBf16(ref::Array a) {
-  for (double& v : a.data) v = RoundToBf16(static_cast<float>(v));
-  return a;
-}
 
 class MaxPoolTest : public ::testing::TestWithParam<PoolCase> {};
 
